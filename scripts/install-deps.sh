@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs every system dependency the daemon's tests need (idempotent; a no-op when present).
+# Each real server has its own script in scripts/deps/, run in name order.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+for script in "$here"/deps/*.sh; do
+  [ -e "$script" ] || continue
+  echo "== ${script#"$here"/}"
+  bash "$script"
+done

@@ -1,0 +1,1 @@
+"""Restart runtimes: one module per mechanism behind `runtimes.base.Runtime`."""

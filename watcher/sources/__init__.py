@@ -1,0 +1,1 @@
+"""Config-center sources: one module per center behind `sources.base.Source`."""

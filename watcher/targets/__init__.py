@@ -1,0 +1,1 @@
+"""Hot-swap targets: one module per mechanism behind `targets.base.Target`."""

@@ -1,0 +1,25 @@
+"""The hot-swap contract: put a spec into the running model server through its own API."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from watcher.spec import ModelSpec
+
+
+@runtime_checkable
+class Target(Protocol):
+    #: Dotted path prefixes this target can change in place, e.g. ("model.",) or
+    #: ("model.adapters",). A plan touching anything else needs a restart.
+    hot_paths: tuple[str, ...]
+
+    async def apply(self, spec: ModelSpec, previous: ModelSpec | None) -> None:
+        """Make the server serve `spec`. Raises TargetError; on error the server should
+        still serve `previous` (servers that load-before-drop guarantee it)."""
+        ...
+
+    async def remove(self, name: str) -> None:
+        """The model's document was deleted and the settings say to unload it."""
+        ...
+
+    async def aclose(self) -> None: ...
