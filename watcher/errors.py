@@ -56,7 +56,12 @@ class VerificationError(RejectedError):
 
 
 class ApplyError(WatcherError):
-    """Applying an accepted document failed; the last good state keeps serving."""
+    """Applying an accepted document failed; the last good state keeps serving.
+
+    `rolled_back` is set when the previous spec had to be put back (not merely kept).
+    """
+
+    rolled_back = False
 
 
 class TargetError(ApplyError):

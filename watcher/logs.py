@@ -1,0 +1,73 @@
+"""Logging: readable lines on a terminal, JSON lines with stable keys elsewhere (journald).
+
+JSON keys: ts, level, logger, event (the message), and model, revision, reason, trace_id
+when the call passes them in `extra`. A redaction filter masks registered secrets in every
+record, as a second line of defence behind SecretStr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+STABLE_KEYS = ("model", "revision", "version", "reason", "plan", "trace_id", "source", "outcome")
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask `value` in every log line from now on (passwords, tokens, HMAC keys)."""
+    if value and len(value) >= 4:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    for s in _secrets:
+        if s in text:
+            text = text.replace(s, "***")
+    return text
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key in STABLE_KEYS:
+            value = getattr(record, key, None)
+            if value is not None:
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return redact(json.dumps(out, default=str))
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(
+            f"{k}={getattr(record, k)}" for k in ("model", "revision") if getattr(record, k, None)
+        )
+        line = super().format(record)
+        return redact(f"{line}  [{extras}]" if extras else line)
+
+
+def setup(level: str = "INFO", fmt: str = "auto") -> None:
+    """Configure the root logger once for the process (idempotent)."""
+    if fmt == "auto":
+        fmt = "text" if sys.stderr.isatty() else "json"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("httpx", "httpcore", "watchdog", "grpc", "nacos", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,113 @@
+"""`command` runtime: restart the model server by running an argv list (never a shell).
+
+For servers managed by a script or a process supervisor. The command restarts in place
+(`Instance.in_place`), so a failed restart is repaired by running it again with the
+previous spec. The spec is written to a JSON file first, and the command gets it as
+`{spec_file}` and in the environment (MODEL_WATCHER_SPEC_FILE, MODEL_WATCHER_MODEL,
+MODEL_WATCHER_REVISION, MODEL_WATCHER_VERSION, MODEL_WATCHER_IMAGE); the spec's
+`runtime.env` is passed through too. Placeholders in the argv: {name} {revision}
+{version} {image} {spec_file}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from watcher.errors import RuntimeStartError
+from watcher.plugins import PluginContext, parse_options
+from watcher.runtimes.base import Instance, StepCheck
+from watcher.spec import ModelSpec
+
+log = logging.getLogger("watcher.runtimes.command")
+
+
+class CommandOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start: list[str] = Field(min_length=1, description="argv that (re)starts the server")
+    stop: list[str] | None = Field(None, description="argv that stops it (document deleted)")
+    timeout: float = Field(120.0, gt=0)
+    health_url: str | None = Field(None, description="base URL of the restarted server")
+
+
+class CommandRuntime:
+    def __init__(self, options: CommandOptions, state_dir: Path) -> None:
+        self.options = options
+        self.spec_dir = state_dir / "specs"
+
+    @classmethod
+    def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> CommandRuntime:
+        return cls(parse_options(CommandOptions, options, "runtime"), ctx.state_dir)
+
+    def _spec_file(self, spec: ModelSpec) -> Path:
+        self.spec_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spec_dir / f"{spec.name}.json"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(spec.canonical(), indent=2))
+        os.replace(tmp, path)
+        return path
+
+    async def _run(self, argv: list[str], spec: ModelSpec, revision: str) -> None:
+        spec_file = self._spec_file(spec)
+        values = {"name": spec.name, "revision": revision, "version": spec.version,
+                  "image": spec.runtime.image or "", "spec_file": str(spec_file)}
+        args = [a.format_map(values) for a in argv]
+        env = {**os.environ, **spec.runtime.env, "MODEL_WATCHER_SPEC_FILE": str(spec_file),
+               "MODEL_WATCHER_MODEL": spec.name, "MODEL_WATCHER_REVISION": revision,
+               "MODEL_WATCHER_VERSION": spec.version, "MODEL_WATCHER_IMAGE": values["image"]}
+        log.info("running %s", args[0], extra={"model": spec.name, "revision": revision})
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as exc:
+            raise RuntimeStartError(f"cannot run {args[0]}: {exc.strerror}") from exc
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.options.timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RuntimeStartError(
+                f"{args[0]} did not finish within {self.options.timeout:g}s"
+            ) from None
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
+        if proc.returncode != 0:
+            tail = out.decode(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeStartError(
+                f"{args[0]} exited with status {proc.returncode}: {' | '.join(tail)}"
+            )
+
+    async def prepare(self, spec: ModelSpec) -> None:
+        return None
+
+    async def start(self, spec: ModelSpec, revision: str) -> Instance:
+        await self._run(self.options.start, spec, revision)
+        return Instance(id=spec.name, model=spec.name, revision=revision,
+                        health_url=self.options.health_url, in_place=True)
+
+    async def promote(self, new: Instance, old: Instance | None, check: StepCheck) -> None:
+        return None  # in place: traffic never moved
+
+    async def discard(self, instance: Instance) -> None:
+        return None
+
+    async def instances(self, model: str) -> list[Instance]:
+        return []
+
+    async def remove(self, spec: ModelSpec) -> None:
+        if self.options.stop:
+            await self._run(self.options.stop, spec, "removed")
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,173 @@
+"""Local directory source (the embedded default): one document per file, watched with watchdog.
+
+Key = file name without its extension (`config/models/qwen-chat.yaml` -> `qwen-chat`);
+revision = sha256 of the content (first 16 hex digits), so a rewrite with identical bytes is
+not a change. Editors that save by rename (vim, most IDEs) or truncate-then-write are
+handled by re-reading the file after any event on it and reporting only content that
+changed; a half-written (empty) file is settled by the reconciler's quiescence window.
+A removed file is reported as a delete, never as an empty document. Hidden files, editor
+swap/backup files and other extensions are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from watcher.errors import ConflictError, SourceUnavailable
+from watcher.plugins import PluginContext, parse_options
+from watcher.sources.base import Change, Sink
+
+log = logging.getLogger("watcher.sources.localdir")
+EXTENSIONS = (".yaml", ".yml", ".json")
+
+
+class LocalDirOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: Path = Path("config/models")
+    resync_interval: float = Field(60.0, ge=0, description="full re-scan; catches missed events")
+    max_bytes: int = Field(4 * 1024 * 1024, gt=0, description="read at most this much per file")
+
+
+def revision_of(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()[:16]
+
+
+def key_of(path: Path) -> str | None:
+    name = path.name
+    if name.startswith(".") or name.endswith("~") or path.suffix not in EXTENSIONS:
+        return None
+    return path.stem
+
+
+class _Handler(FileSystemEventHandler):
+    """Runs in watchdog's thread: only hands paths to the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Path]) -> None:
+        self._loop, self._queue = loop, queue
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        for p in (event.src_path, getattr(event, "dest_path", "")):
+            if p:
+                path = Path(os.fsdecode(p))
+                if key_of(path):
+                    self._loop.call_soon_threadsafe(self._queue.put_nowait, path)
+
+
+class LocalDirSource:
+    name = "localdir"
+
+    def __init__(self, options: LocalDirOptions) -> None:
+        self.options = options
+        self.root = options.path
+
+    @classmethod
+    def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> LocalDirSource:
+        return cls(parse_options(LocalDirOptions, options, "source"))
+
+    def _files(self) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for path in sorted(self.root.iterdir()):
+            key = key_of(path)
+            if key and path.is_file():
+                if key in out:
+                    log.warning("%s and %s both define model %r; using %s", out[key].name,
+                                path.name, key, out[key].name)
+                    continue
+                out[key] = path
+        return out
+
+    def _read(self, path: Path) -> Change | None:
+        key = key_of(path)
+        if key is None:
+            return None
+        try:
+            with path.open("rb") as f:
+                content = f.read(self.options.max_bytes + 1)
+        except FileNotFoundError:
+            return None
+        return Change(key, revision_of(content), content)
+
+    async def read_all(self) -> dict[str, Change]:
+        if not self.root.is_dir():
+            raise SourceUnavailable(f"model directory {self.root} does not exist")
+        changes = {}
+        for key, path in self._files().items():
+            change = self._read(path)
+            if change is not None:
+                changes[key] = change
+        return changes
+
+    async def watch(self, sink: Sink) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Path] = asyncio.Queue()
+        seen: dict[str, str] = {}
+        while not self.root.is_dir():
+            sink.connectivity(False, f"model directory {self.root} does not exist")
+            await asyncio.sleep(1.0)
+        observer = Observer()
+        observer.schedule(_Handler(loop, queue), str(self.root), recursive=False)
+        observer.start()
+        try:
+            snapshot = await self.read_all()
+            seen = {k: c.revision for k, c in snapshot.items()}
+            sink.snapshot(snapshot)
+            interval = self.options.resync_interval or None
+            while True:
+                try:
+                    path = await asyncio.wait_for(queue.get(), interval)
+                except TimeoutError:
+                    snapshot = await self.read_all()
+                    seen = {k: c.revision for k, c in snapshot.items()}
+                    sink.snapshot(snapshot)
+                    continue
+                self._on_path(path, seen, sink)
+        finally:
+            observer.stop()
+            await asyncio.to_thread(observer.join, 5)
+
+    def _on_path(self, path: Path, seen: dict[str, str], sink: Sink) -> None:
+        key = key_of(path)
+        if key is None:
+            return
+        current = self._files().get(key)
+        change = self._read(current) if current else None
+        if change is None:
+            if key in seen:
+                del seen[key]
+                sink.changed(Change(key, "deleted", None))
+            return
+        if seen.get(key) != change.revision:
+            seen[key] = change.revision
+            sink.changed(change)
+
+    async def publish(self, key: str, content: bytes, *, if_revision: str | None = None) -> str:
+        """Write atomically (temp file in the same directory, then rename)."""
+        path = self._files().get(key) or self.root / f"{key}.yaml"
+        if if_revision is not None:
+            current = self._read(path) if path.exists() else None
+            have = current.revision if current else ""
+            want = "" if if_revision in ("", "0") else if_revision
+            if have != want:
+                raise ConflictError(
+                    f"{key}: revision is {have or 'absent'}, not {if_revision}; re-read and retry"
+                )
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(content)
+        os.replace(tmp, path)
+        return revision_of(content)
+
+    async def aclose(self) -> None:
+        return None
