@@ -3,7 +3,7 @@
 After `initial_delay`, probe every `period`. A probe succeeds when the answer has the
 expected status within `timeout` and under `latency_ms`. `success_threshold` consecutive
 successes pass the gate; `failure_threshold` consecutive failures fail it (so
-`failure_threshold × period` is also the start-up budget of a new instance).
+`failure_threshold * period` is also the start-up budget of a new instance).
 """
 
 from __future__ import annotations

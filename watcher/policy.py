@@ -45,9 +45,8 @@ def check(
                 f"image tag {tag!r} is on the {tag_channel!r} channel, which environment "
                 f"{environment!r} does not accept"
             )
-    if applied is not None and not rollback and not settings.allow_downgrade:
-        if version < applied.semver:
-            raise PolicyError(
+    if applied is not None and not rollback and not settings.allow_downgrade and version < applied.semver:
+        raise PolicyError(
                 f"version {version} is lower than the applied {applied.version}; "
                 "a downgrade goes through `model-watcher rollback`"
             )

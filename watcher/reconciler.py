@@ -87,17 +87,17 @@ class Reconciler:
                 if row["revision"] == intent.revision and row["outcome"] == "pending":
                     self.state.finish(row["id"], "superseded", "interrupted; re-applied on restart")
 
-    async def drain(self, timeout: float) -> None:
-        """Stop taking work; let workers finish within `timeout`, then cancel them."""
+    async def drain(self, grace: float) -> None:
+        """Stop taking work; let workers finish within `grace` seconds, then cancel them."""
         workers = [t for t in self._workers.values() if not t.done()]
         if workers:
-            log.info("waiting up to %gs for %d apply(s) in flight", timeout, len(workers))
-            _, still = await asyncio.wait(workers, timeout=timeout)
+            log.info("waiting up to %gs for %d apply(s) in flight", grace, len(workers))
+            _, still = await asyncio.wait(workers, timeout=grace)
             for t in still:
                 t.cancel()
             await asyncio.gather(*still, return_exceptions=True)
-        for t in list(self._background):
-            t.cancel()
+        for bg in list(self._background):
+            bg.cancel()
 
     async def idle(self) -> None:
         """Wait until no key has pending work (for `once` and tests)."""

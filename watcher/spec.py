@@ -104,7 +104,7 @@ class ModelSection(_Strict):
         None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the weights file or manifest"
     )
     signature: str | None = Field(None, description="base64 ed25519 signature over the sha256 digest")
-    implementation: str | None = Field(None, description="server-side runtime class, e.g. mlserver_sklearn.SKLearnModel")
+    implementation: str | None = Field(None, description="server runtime class, e.g. mlserver_sklearn.SKLearnModel")
     parameters: dict[str, Any] = Field(default_factory=dict)
     adapters: list[Adapter] = Field(default_factory=list)
 

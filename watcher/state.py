@@ -56,6 +56,17 @@ CREATE TABLE IF NOT EXISTS intents (
     step TEXT NOT NULL,
     started_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action TEXT NOT NULL,
+    model TEXT NOT NULL,
+    argument TEXT,
+    requested_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    done_at REAL,
+    ok INTEGER,
+    result TEXT
+);
 CREATE TABLE IF NOT EXISTS daemon (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     pid INTEGER,
@@ -235,6 +246,25 @@ class State:
                    json.loads(r["previous"]) if r["previous"] else None, r["step"], r["started_at"])
             for r in self._exec("SELECT * FROM intents")
         ]
+
+    # -- operator requests (CLI -> running daemon) ------------------------------
+    def add_request(self, action: str, model: str, argument: str | None, by: str) -> int:
+        cur = self._exec(
+            "INSERT INTO requests(action, model, argument, requested_by, created_at)"
+            " VALUES(?,?,?,?,?)", (action, model, argument, by, time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
+    def pending_requests(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._exec("SELECT * FROM requests WHERE done_at IS NULL ORDER BY id")]
+
+    def finish_request(self, request_id: int, ok: bool, result: str) -> None:
+        self._exec("UPDATE requests SET done_at=?, ok=?, result=? WHERE id=?",
+                   (time.time(), int(ok), result, request_id))
+
+    def request(self, request_id: int) -> dict[str, Any] | None:
+        row = self._exec("SELECT * FROM requests WHERE id=?", (request_id,)).fetchone()
+        return dict(row) if row else None
 
     # -- daemon ----------------------------------------------------------------
     def daemon_started(self, source_kind: str) -> None:

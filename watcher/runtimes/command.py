@@ -6,7 +6,7 @@ previous spec. The spec is written to a JSON file first, and the command gets it
 `{spec_file}` and in the environment (MODEL_WATCHER_SPEC_FILE, MODEL_WATCHER_MODEL,
 MODEL_WATCHER_REVISION, MODEL_WATCHER_VERSION, MODEL_WATCHER_IMAGE); the spec's
 `runtime.env` is passed through too. Placeholders in the argv: {name} {revision}
-{version} {image} {spec_file}.
+{version} {image} {spec_file} {python} (the daemon's own interpreter).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,14 +29,12 @@ from watcher.spec import ModelSpec
 
 log = logging.getLogger("watcher.runtimes.command")
 
-
 class CommandOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     start: list[str] = Field(min_length=1, description="argv that (re)starts the server")
     stop: list[str] | None = Field(None, description="argv that stops it (document deleted)")
     timeout: float = Field(120.0, gt=0)
     health_url: str | None = Field(None, description="base URL of the restarted server")
-
 
 class CommandRuntime:
     def __init__(self, options: CommandOptions, state_dir: Path) -> None:
@@ -57,7 +56,8 @@ class CommandRuntime:
     async def _run(self, argv: list[str], spec: ModelSpec, revision: str) -> None:
         spec_file = self._spec_file(spec)
         values = {"name": spec.name, "revision": revision, "version": spec.version,
-                  "image": spec.runtime.image or "", "spec_file": str(spec_file)}
+                  "image": spec.runtime.image or "", "spec_file": str(spec_file),
+                  "python": sys.executable}
         args = [a.format_map(values) for a in argv]
         env = {**os.environ, **spec.runtime.env, "MODEL_WATCHER_SPEC_FILE": str(spec_file),
                "MODEL_WATCHER_MODEL": spec.name, "MODEL_WATCHER_REVISION": revision,

@@ -1,0 +1,74 @@
+"""`model-watcher rollback MODEL [--to REVISION]`: put the last stable revision back.
+
+With the daemon running, the request goes through its state database (and SIGUSR1), so
+only the daemon ever acts on the server; otherwise this process applies it itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import os
+import signal
+import sys
+import time
+
+from watcher import logs
+from watcher.cli.common import settings_from_args
+from watcher.errors import WatcherError
+from watcher.state import State
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("rollback", help="re-apply the last stable revision (or --to REVISION)")
+    p.add_argument("model")
+    p.add_argument("--to", dest="to_revision")
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    logs.setup(settings.log_level, "text" if settings.log_format == "auto" else settings.log_format)
+    state = State(settings.state_dir / "state.db")
+    by = f"operator:{getpass.getuser()}"
+    daemon = state.status()["daemon"]
+    if daemon.get("running"):
+        req = state.add_request("rollback", args.model, args.to_revision, by)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(daemon["pid"]), signal.SIGUSR1)
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            row = state.request(req)
+            if row and row["done_at"]:
+                print(row["result"])
+                return 0 if row["ok"] else 1
+            time.sleep(0.2)
+        print("model-watcher: the daemon did not answer the rollback request in time",
+              file=sys.stderr)
+        return 1
+
+    from watcher.audit import AuditLog
+    from watcher.daemon import build
+    from watcher.events import EventBus
+
+    async def main() -> int:
+        bus = EventBus()
+        audit = AuditLog(settings.state_dir / "audit.jsonl")
+        bus.subscribe(audit.on_event)
+        source, executor, reconciler = build(settings, state, bus, audit)
+        reconciler.bind(asyncio.get_running_loop())
+        try:
+            out = await reconciler.rollback(args.model, args.to_revision, by=by)
+        except WatcherError as exc:
+            print(f"model-watcher: {exc.reason}", file=sys.stderr)
+            return 1
+        finally:
+            await executor.aclose()
+            await source.aclose()
+        print(f"{out.outcome}: {args.model} @ {out.revision} {out.reason}".rstrip())
+        return 0 if out.outcome in ("applied", "noop") else 1
+
+    return asyncio.run(main())

@@ -1,0 +1,54 @@
+"""`model-watcher status`: what is applied per model, the last outcome, the source's health."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from watcher.cli.common import settings_from_args
+from watcher.state import State
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("status", help="show applied revisions and the daemon's health")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def open_state(args: argparse.Namespace) -> State:
+    settings = settings_from_args(args)
+    return State(settings.state_dir / "state.db")
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    s = int(time.time() - ts)
+    return f"{s}s ago" if s < 120 else f"{s // 60}m ago" if s < 7200 else f"{s // 3600}h ago"
+
+
+def run(args: argparse.Namespace) -> int:
+    state = open_state(args)
+    status: dict[str, Any] = state.status()
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    d = status["daemon"]
+    running = f"running (pid {d['pid']})" if d.get("running") else "not running"
+    src = d.get("source_up")
+    src_text = "ok" if src else "DOWN" if src is False else "unknown"
+    print(f"daemon: {running}; source {d.get('source_kind', '-')}: {src_text}"
+          f" ({d.get('source_detail') or '-'}, since {_ago(d.get('source_since'))})")
+    if not status["models"]:
+        print("no models seen yet")
+    for name, m in status["models"].items():
+        print(f"{name}: applied {m['applied_version'] or '-'} @ {m['applied_revision'] or '-'}"
+              f" ({_ago(m['applied_at'])}); stable {m['stable_revision'] or '-'}")
+        if m["last_revision"] != m["applied_revision"] or m["last_outcome"] not in ("applied", "noop"):
+            print(f"  last: {m['last_revision']} {m['last_outcome']}"
+                  + (f": {m['last_reason']}" if m["last_reason"] else ""))
+    for name in status["intents"]:
+        print(f"{name}: an apply is in progress or was interrupted")
+    return 0

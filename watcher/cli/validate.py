@@ -1,0 +1,55 @@
+"""`model-watcher validate FILE [--environment ENV]`: the daemon's own checks, for CI pipelines.
+
+Exit status 0 when the document would be accepted, 1 with the reasons when not. Checks:
+schema, semver channel policy for the environment, and (with --verify) the weights digest
+and signature, exactly as the daemon runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from watcher import policy
+from watcher.cli.common import settings_from_args
+from watcher.errors import RejectedError
+from watcher.settings import Settings
+from watcher.spec import ModelSpec, parse_document
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("validate", help="check a model document as the daemon would")
+    p.add_argument("file", type=Path)
+    p.add_argument("--environment", "-e", help="environment whose policy applies")
+    p.add_argument("--verify", action="store_true", help="also verify weights digest/signature")
+    p.set_defaults(func=run)
+
+
+def check_document(raw: bytes, settings: Settings, *, key: str | None, verify: bool) -> ModelSpec:
+    """Raise RejectedError (with the reason) unless the daemon would accept `raw`."""
+    spec = parse_document(raw, key=key, max_bytes=settings.reconcile.max_document_bytes)
+    policy.check(spec, environment=settings.environment, settings=settings.policy)
+    if verify:
+        from watcher import verify as verify_mod
+
+        asyncio.run(verify_mod.verify_spec(spec, settings.trust))
+    return spec
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    try:
+        raw = args.file.read_bytes()
+    except OSError as exc:
+        print(f"{args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        spec = check_document(raw, settings, key=None, verify=args.verify)
+    except RejectedError as exc:
+        print(f"{args.file}: invalid: {exc.reason}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: valid: {spec.name} {spec.version} ({spec.semver.channel}) "
+          f"for environment {settings.environment!r}")
+    return 0
