@@ -50,9 +50,9 @@ class Daemon:
 
 
 def test_settings_validation() -> None:
-    with pytest.raises(SettingsError, match="webhook.max_body_bytes"):
+    with pytest.raises(SettingsError, match=r"webhook\.max_body_bytes"):
         WebhookSettings.parse({"max_body_bytes": 0})
-    with pytest.raises(SettingsError, match="webhook.bogus"):
+    with pytest.raises(SettingsError, match=r"webhook\.bogus"):
         WebhookSettings.parse({"bogus": 1})
     with pytest.raises(SettingsError, match="at least 16"):
         WebhookSettings.parse({"secret": "short"})
