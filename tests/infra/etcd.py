@@ -15,6 +15,7 @@ import ipaddress
 import os
 import select
 import socket
+import ssl
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -60,13 +61,16 @@ class Tls:
             .sign(ca_key, hashes.SHA256())
         )
         self.ca = self._write("ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM))
+        # etcd's own gateway dials its gRPC side with the server certificate as a client
+        # certificate, so the server's needs clientAuth too
         self.server_cert, self.server_key = self._leaf("server", ca_cert, ca_key, now,
-                                                       ExtendedKeyUsageOID.SERVER_AUTH)
+                                                       [ExtendedKeyUsageOID.SERVER_AUTH,
+                                                        ExtendedKeyUsageOID.CLIENT_AUTH])
         self.client_cert, self.client_key = self._leaf("client", ca_cert, ca_key, now,
-                                                       ExtendedKeyUsageOID.CLIENT_AUTH)
+                                                       [ExtendedKeyUsageOID.CLIENT_AUTH])
 
     def _leaf(self, name: str, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
-              now: dt.datetime, usage: x509.ObjectIdentifier) -> tuple[Path, Path]:
+              now: dt.datetime, usage: list[x509.ObjectIdentifier]) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
             x509.CertificateBuilder()
@@ -78,7 +82,7 @@ class Tls:
             .add_extension(x509.SubjectAlternativeName([
                 x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
                 critical=False)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
         key_pem = key.private_bytes(serialization.Encoding.PEM,
@@ -156,8 +160,9 @@ class EtcdMember:
 
     def http(self) -> httpx.Client:
         if self.tls:
-            return httpx.Client(verify=str(self.tls.ca),
-                                cert=(str(self.tls.client_cert), str(self.tls.client_key)))
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
+            return httpx.Client(verify=context)
         return httpx.Client()
 
     def log_tail(self, lines: int = 30) -> str:

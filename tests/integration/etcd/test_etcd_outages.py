@@ -1,0 +1,128 @@
+"""The etcd source through outages: member killed and restarted, compaction while cut off,
+a three-member cluster losing its leader in the middle of a stream of publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.infra.etcd import EtcdCluster, TcpProxy
+from tests.integration.etcd.conftest import etcd_state, eventually, watching
+from watcher.sources.etcd import EtcdSource
+
+
+def no_duplicates(delivered: list[tuple[str, str]]) -> None:
+    dup = [kr for kr, n in Counter(delivered).items() if n > 1]
+    assert not dup, f"delivered twice: {dup}"
+    per_key: dict[str, int] = {}
+    for key, rev in delivered:
+        assert int(rev) > per_key.get(key, 0), f"{key} went back to revision {rev}"
+        per_key[key] = int(rev)
+
+
+async def test_kill_and_restart_same_data_dir(tmp_path: Path, make_source: type[EtcdSource],
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="watcher.sources.etcd")
+    cluster = EtcdCluster(tmp_path).start()
+    member = cluster.members[0]
+    prefix = "/model-watcher/models/"
+    try:
+        cluster.put(prefix + "alpha", "a1")
+        async with watching(make_source(endpoints=cluster.endpoints, prefix=prefix)) as w:
+            await eventually(lambda: w.sink.snapshots, 10, "the initial snapshot")
+            # changes just before the kill: written to etcd; the watch may or may not see them
+            for i in range(5):
+                cluster.put(prefix + "alpha", f"a{i + 2}")
+            cluster.put(prefix + "beta", "b1")
+            member.kill9()
+            await eventually(lambda: any(not up for up, _ in w.sink.connectivity_edges), 10,
+                             "connectivity down")
+            await asyncio.sleep(2.5)  # several reconnect attempts while it is down
+            member.start()
+            cluster.put(prefix + "gamma", "g1")
+            cluster.delete(prefix + "beta")
+            expected = etcd_state(cluster, prefix)
+            await eventually(lambda: w.sink.state() == expected, 20, "catch-up after restart")
+            no_duplicates(w.sink.delivered_revisions())
+            assert len(w.sink.snapshots) == 1, "a resume must not need a re-read"
+            assert [up for up, _ in w.sink.connectivity_edges] == [True, False, True]
+        warnings = [r for r in caplog.records
+                    if r.levelno == logging.WARNING and "unreachable" in r.getMessage()]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    finally:
+        cluster.stop()
+
+
+async def test_compaction_while_disconnected_rereads(tmp_path: Path,
+                                                     make_source: type[EtcdSource]) -> None:
+    cluster = EtcdCluster(tmp_path).start()
+    proxy = TcpProxy(cluster.members[0].client_port)
+    prefix = "/model-watcher/models/"
+    try:
+        cluster.put(prefix + "alpha", "a1")
+        cluster.put(prefix + "beta", "b1")
+        source = make_source(endpoints=[proxy.url], prefix=prefix)
+        async with watching(source) as w:
+            await eventually(lambda: w.sink.snapshots, 10, "the initial snapshot")
+            proxy.cut()
+            await eventually(lambda: any(not up for up, _ in w.sink.connectivity_edges), 10,
+                             "connectivity down")
+            cluster.put(prefix + "alpha", "a2")
+            cluster.delete(prefix + "beta")
+            cluster.put(prefix + "gamma", "g1")
+            cluster.put("/unrelated", "x")
+            cluster.compact()
+            proxy.restore()
+            expected = etcd_state(cluster, prefix)
+            await eventually(lambda: len(w.sink.snapshots) >= 2, 20, "a re-read snapshot")
+            await eventually(lambda: w.sink.state() == expected, 10, "the final state")
+            assert set(w.sink.snapshots[-1]) == {"alpha", "gamma"}  # beta is gone: a delete
+            assert w.sink.connectivity_edges[-1][0] is True
+            # and the watch goes on after the re-read
+            rev = cluster.put(prefix + "delta", "d1")
+            await eventually(lambda: w.sink.state().get("delta") == (str(rev), b"d1"), 10, "d1")
+    finally:
+        proxy.close()
+        cluster.stop()
+
+
+async def test_cluster_leader_killed_during_publishes(tmp_path: Path,
+                                                      make_source: type[EtcdSource]) -> None:
+    cluster = EtcdCluster(tmp_path, size=3).start()
+    prefix = "/model-watcher/models/"
+    try:
+        leader = cluster.leader()
+        # the watcher prefers the leader, so killing it breaks the stream in flight
+        ordered = [leader.url] + [m.url for m in cluster.members if m is not leader]
+        watcher = make_source(endpoints=ordered, prefix=prefix)
+        publisher = make_source(endpoints=cluster.endpoints, prefix=prefix)
+        async with watching(watcher) as w:
+            await eventually(lambda: w.sink.snapshots, 10, "the initial snapshot")
+            published: list[str] = []
+            started = time.monotonic()
+            for i in range(40):
+                if i == 15:
+                    leader.kill9()
+                for _attempt in range(50):  # a put during the election may be refused: retry
+                    try:
+                        published.append(await publisher.publish(f"m{i % 4}", f"v{i}".encode()))
+                        break
+                    except Exception:
+                        await asyncio.sleep(0.1)
+                else:
+                    raise AssertionError(f"publish {i} never went through")
+                await asyncio.sleep(0.02)
+            assert time.monotonic() - started < 60
+            expected = etcd_state(cluster, prefix)
+            assert max(int(r) for r, _ in expected.values()) == int(published[-1])
+            await eventually(lambda: w.sink.state() == expected, 20, "the last revision")
+            no_duplicates(w.sink.delivered_revisions())
+            assert watcher.gateway.endpoint != leader.url
+        await publisher.aclose()
+    finally:
+        cluster.stop()
