@@ -41,7 +41,8 @@ class NginxOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     upstream_file: Path = Field(description="file the daemon rewrites; included in http {}")
-    upstream: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="upstream block name")
+    upstream: str = Field("{model}", pattern=r"^[A-Za-z0-9_.{}-]+$",
+                          description="upstream block name; {model} is replaced")
     binary: str = "nginx"
     conf: Path | None = Field(None, description="nginx -c FILE")
     prefix: Path | None = Field(None, description="nginx -p DIR")

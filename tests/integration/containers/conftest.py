@@ -1,0 +1,156 @@
+"""Fixtures for the containers area: podman's Engine API, a private registry, nginx.
+
+Started once per session (registry, podman service, pushed images); nginx and a model name
+per test, so tests are isolated by the `model-watcher.model` label and their own upstream.
+A server that cannot be started fails the test; nothing here skips.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.infra.images import BuiltImage, build_and_push
+from tests.infra.nginx import Nginx
+from tests.infra.podman import PodmanEnv, PodmanService
+from tests.infra.registry import Registry
+from watcher.plugins import PluginContext
+from watcher.runtimes.base import Instance
+from watcher.runtimes.docker import DockerRuntime
+from watcher.spec import ModelSpec
+
+IMAGES = {
+    "v1.0.0": "good",
+    "v1.1.0": "good",
+    "v1.2.0": "unhealthy",
+    "v1.3.0": "flaky",
+    "v1.4.0-dev": "good",
+}
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def containers_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("containers")
+
+
+@pytest.fixture(scope="session")
+def registry(containers_root: Path) -> Iterator[Registry]:
+    reg = Registry(containers_root / "registry").start()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def podman(containers_root: Path, registry: Registry) -> Iterator[PodmanService]:
+    svc = PodmanService(containers_root / "engine", insecure=[registry.address]).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def images(containers_root: Path, registry: Registry) -> dict[str, BuiltImage]:
+    builder = PodmanEnv(containers_root / "build", insecure=[registry.address])
+    return build_and_push(builder, registry, IMAGES)
+
+
+@pytest.fixture
+def model(request: pytest.FixtureRequest) -> str:
+    return f"m{next(_counter)}-{request.node.name[5:25].strip('_').replace('_', '-').lower()}"
+
+
+@pytest.fixture
+def nginx(tmp_path: Path, model: str) -> Iterator[Nginx]:
+    ng = Nginx(tmp_path / "nginx", model).start()
+    yield ng
+    ng.stop()
+
+
+RuntimeFactory = Callable[..., DockerRuntime]
+
+
+@pytest.fixture
+async def make_runtime(tmp_path: Path, podman: PodmanService, registry: Registry, nginx: Nginx,
+                       model: str) -> AsyncIterator[RuntimeFactory]:
+    """Build DockerRuntimes (options overridable); closes them and removes the model's
+    containers afterwards."""
+    made: list[DockerRuntime] = []
+
+    def make(**overrides: Any) -> DockerRuntime:
+        options = runtime_options(podman, registry, nginx) | overrides
+        ctx = PluginContext(state_dir=tmp_path / "state", environment="test",
+                            logger=logging.getLogger("watcher"))
+        rt = DockerRuntime.create(options, ctx)
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        await rt.aclose()
+    for name in podman.containers(f"model-watcher.model={model}"):
+        podman.env.cli("rm", "--force", "--time", "0", name, check=False)
+
+
+def runtime_options(podman: PodmanService, registry: Registry, nginx: Nginx) -> dict[str, Any]:
+    return {
+        "socket": str(podman.socket),
+        "registry_auth": {"username": registry.username, "password": registry.password},
+        "nginx": nginx.options(),
+        "ports": [21000, 21999],
+        "stop_timeout": 5,
+        "pull_timeout": 60,
+    }
+
+
+def make_spec(model: str, image: BuiltImage, version: str | None = None,
+              **runtime: Any) -> ModelSpec:
+    return ModelSpec.model_validate({
+        "name": model, "version": version or image.tag,
+        "runtime": {"image": image.ref, **runtime},
+        "model": {"uri": "file:///srv/models/none"},
+    })
+
+
+async def http_check(inst: Instance) -> str | None:
+    """The step check the reconciler would pass: GET health_url + /health is 200."""
+    assert inst.health_url
+    try:
+        async with httpx.AsyncClient(timeout=2) as c:
+            resp = await c.get(inst.health_url + "/health")
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None if resp.status_code == 200 else f"/health answered {resp.status_code}"
+
+
+async def gate(inst: Instance, attempts: int = 100) -> str | None:
+    """Poll `http_check` until healthy (as the health gate would), bounded."""
+    import asyncio
+
+    reason = None
+    for _ in range(attempts):
+        reason = await http_check(inst)
+        if reason is None:
+            return None
+        await asyncio.sleep(0.05)
+    return reason
+
+
+async def deploy(rt: DockerRuntime, spec: ModelSpec, revision: str) -> Instance:
+    """prepare → start → gate → promote, as the executor does; returns the new instance."""
+    old = [i for i in await rt.instances(spec.name) if i.revision != revision]
+    await rt.prepare(spec)
+    new = await rt.start(spec, revision)
+    reason = await gate(new)
+    if reason is not None:
+        await rt.discard(new)
+        from watcher.errors import HealthGateError
+
+        raise HealthGateError(reason)
+    await rt.promote(new, old[0] if old else None, http_check)
+    return new
