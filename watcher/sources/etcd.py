@@ -8,8 +8,9 @@ Watch contract (sources/base.Source):
   made while disconnected is missed and nothing is delivered twice;
 * a watch the server cancels as compacted, and every `resync_interval`, ends the session:
   the next one starts with a fresh consistent range (a snapshot the reconciler diffs);
-* outages: `connectivity(False)` and one WARNING per outage, reconnect with exponential
-  backoff and jitter (tenacity), `connectivity(True)` on recovery. A broken stream that
+* outages: `connectivity(False)` once per outage (the reconciler logs the WARNING; this
+  module logs the edge at INFO and each retry at DEBUG), reconnect with exponential backoff
+  and jitter (tenacity), `connectivity(True)` on recovery. A broken stream that
   reconnects at once to another member is a failover, not an outage.
 
 Publisher: `publish(name, content, if_revision=N)` is a txn comparing the key's mod_revision
@@ -138,7 +139,8 @@ class EtcdSource:
         if self._up is not False:
             self._up = False
             self._down_since = time.monotonic()
-            self._log.warning("%s (retrying with backoff; keeping the last good state)", detail)
+            # INFO: the reconciler logs the one WARNING per outage when told below
+            self._log.info("%s (retrying with backoff)", detail)
             sink.connectivity(False, detail)
         else:
             self._log.debug("etcd still unreachable (attempt %d): %s", state.attempt_number, exc)
@@ -147,7 +149,7 @@ class EtcdSource:
         """A session reached the server: report recovery once."""
         if self._up is not True:
             if self._up is False:
-                self._log.warning("etcd reachable again at %s after %.1fs",
+                self._log.info("etcd reachable again at %s after %.1fs",
                                   self.gateway.endpoint, time.monotonic() - self._down_since)
             self._up = True
             sink.connectivity(True, f"etcd {self.gateway.endpoint}")

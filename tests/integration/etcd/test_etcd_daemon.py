@@ -1,0 +1,178 @@
+"""The real daemon (subprocess) on etcd, against the real example model server.
+
+publish -> applied with the revision in status and history; stopped daemon + three publishes
+-> only the last applied, once; bad documents put straight into etcd -> rejected; a stale
+`publish --if-revision` -> exit 1 with a clear message; etcd down -> status says so, the last
+good state keeps serving, one WARNING, and the daemon catches up when etcd returns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.infra.common import wait_until
+from tests.infra.daemon import DaemonHarness
+from tests.infra.etcd import EtcdCluster
+from tests.infra.model_server import ModelServer
+from tests.integration.etcd.conftest import etcd_state
+
+
+def doc(version: str = "v1.0.0", temperature: float = 0.7, name: str = "demo",
+        **extra: Any) -> bytes:
+    return yaml.safe_dump({
+        "name": name, "version": version,
+        "model": {"uri": f"file:///srv/models/{name}/{version}",
+                  "parameters": {"temperature": temperature}},
+        "metadata": {"model_id": f"{name}-{version}"}, **extra,
+    }).encode()
+
+
+class EtcdEnv:
+    """An etcd (shared or private), the example server, and a daemon watching a prefix."""
+
+    def __init__(self, tmp: Path, etcd: EtcdCluster, prefix: str) -> None:
+        self.tmp = tmp
+        self.etcd = etcd
+        self.prefix = prefix
+        self.server = ModelServer(tmp / "server").start()
+        self.daemon = DaemonHarness(tmp / "daemon", {
+            "source": {"kind": "etcd", "endpoints": etcd.endpoints, "prefix": prefix,
+                       "timeout": 2.0, "max_backoff": 1.0, "keepalive_interval": 1.0},
+            **self.server.settings(),
+        })
+
+    def publish(self, content: bytes, *args: str, name: str = "demo") -> Any:
+        path = self.tmp / f"{name}-{abs(hash(content))}.yaml"
+        path.write_bytes(content)
+        return self.daemon.cli("publish", name, str(path), "--source", "etcd", *args)
+
+    def publish_ok(self, content: bytes, name: str = "demo") -> str:
+        result = self.publish(content, name=name)
+        assert result.returncode == 0, result.stderr
+        revision = result.stdout.strip()
+        assert revision.isdigit(), result.stdout
+        return revision
+
+    def served(self) -> dict[str, Any]:
+        spec: dict[str, Any] = self.server.config()["spec"] or {}
+        return spec
+
+    def close(self) -> None:
+        self.daemon.stop()
+        self.server.stop()
+
+
+@pytest.fixture
+def env(tmp_path: Path, etcd: EtcdCluster, prefix: str) -> Iterator[EtcdEnv]:
+    e = EtcdEnv(tmp_path, etcd, prefix)
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+def test_publish_is_applied_with_its_revision_in_status_and_history(env: EtcdEnv) -> None:
+    env.daemon.start()
+    r1 = env.publish_ok(doc(temperature=0.7))
+    status = env.daemon.wait_applied("demo", r1)
+    assert status["applied_version"] == "v1.0.0"
+    assert env.daemon.wait_outcome("demo", r1, "applied")["revision"] == r1
+    assert env.served()["model"]["parameters"]["temperature"] == 0.7
+    r2 = env.publish_ok(doc(temperature=0.2, version="v1.0.1"))
+    assert int(r2) > int(r1)
+    env.daemon.wait_applied("demo", r2)
+    assert env.served()["model"]["parameters"]["temperature"] == 0.2
+    daemon = env.daemon.status()["daemon"]
+    assert daemon["source_kind"] == "etcd" and daemon["source_up"] is True
+
+
+def test_three_publishes_while_stopped_apply_the_last_once(env: EtcdEnv) -> None:
+    env.daemon.start()
+    r1 = env.publish_ok(doc(version="v1.0.0"))
+    env.daemon.wait_applied("demo", r1)
+    env.daemon.stop()
+    later = [env.publish_ok(doc(version=f"v1.0.{i}", temperature=0.1 * i)) for i in (1, 2, 3)]
+    env.daemon.start()
+    env.daemon.wait_applied("demo", later[-1])
+    env.daemon.wait_outcome("demo", later[-1], "applied")
+    assert env.daemon.count("demo", later[-1], "applied") == 1
+    assert all(env.daemon.count("demo", r, "applied") == 0 for r in later[:-1])
+    assert env.served()["version"] == "v1.0.3"
+    # and a restart with nothing new applies nothing again
+    env.daemon.stop()
+    env.daemon.start()
+    wait_until(lambda: env.daemon.status()["daemon"].get("source_up"), 10, "source up")
+    assert env.daemon.count("demo", later[-1]) == 1
+
+
+def test_bad_documents_written_straight_into_etcd_are_rejected(env: EtcdEnv) -> None:
+    env.daemon.start()
+    good = env.publish_ok(doc())
+    env.daemon.wait_applied("demo", good)
+    key = env.prefix + "demo"
+    bad = {
+        "not yaml": b"name: demo\nversion: [unclosed\n",
+        "bad semver": doc(version="banana"),
+        "unknown field": doc(version="v1.0.1", surprise=True),
+        "other name": doc(version="v1.0.1", name="someone-else"),
+    }
+    for label, content in bad.items():
+        revision = str(env.etcd.put(key, content))
+        row = env.daemon.wait_outcome("demo", revision, "rejected")
+        assert row["reason"], label
+    status = env.daemon.status()["models"]["demo"]
+    assert status["applied_revision"] == good and status["last_outcome"] == "rejected"
+    assert env.served()["version"] == "v1.0.0", "a rejected document must not touch the server"
+
+
+def test_stale_if_revision_is_refused_with_exit_status_1(env: EtcdEnv) -> None:
+    r1 = env.publish_ok(doc(version="v1.0.0"))
+    ok = env.publish(doc(version="v1.0.1"), "--if-revision", r1)
+    assert ok.returncode == 0, ok.stderr
+    r2 = ok.stdout.strip()
+    stale = env.publish(doc(version="v1.0.2"), "--if-revision", r1)
+    assert stale.returncode == 1
+    assert f"is at revision {r2}" in stale.stderr and f"expected revision {r1}" in stale.stderr
+    assert "Traceback" not in stale.stderr
+    assert etcd_state(env.etcd, env.prefix)["demo"][0] == r2
+    # a document the daemon would reject is never written
+    invalid = env.publish(doc(version="not-semver"), "--if-revision", r2)
+    assert invalid.returncode == 1 and "not published" in invalid.stderr
+    assert etcd_state(env.etcd, env.prefix)["demo"][0] == r2
+
+
+def test_etcd_outage_keeps_serving_and_catches_up(tmp_path: Path) -> None:
+    cluster = EtcdCluster(tmp_path / "etcd").start()
+    env = EtcdEnv(tmp_path, cluster, "/model-watcher/models/")
+    try:
+        env.daemon.start()
+        r1 = env.publish_ok(doc(version="v1.0.0"))
+        env.daemon.wait_applied("demo", r1)
+        r2 = env.publish_ok(doc(version="v1.0.1", temperature=0.3))  # just before the kill
+        cluster.members[0].kill9()
+        wait_until(lambda: env.daemon.status()["daemon"].get("source_up") is False, 15,
+                   "status to show the source down")
+        assert "etcd unreachable" in env.daemon.status()["daemon"]["source_detail"]
+        assert env.server.config()["spec"] is not None  # the last good state keeps serving
+        wait_until(lambda: sum("still unreachable" in r.get("event", "")
+                               for r in env.daemon.log_records()) >= 2, 15, "several retries")
+        cluster.members[0].start()
+        r3 = env.publish_ok(doc(version="v1.0.2", temperature=0.4))
+        env.daemon.wait_applied("demo", r3, timeout=30)
+        assert env.served()["model"]["parameters"]["temperature"] == 0.4
+        assert env.daemon.status()["daemon"]["source_up"] is True
+        assert env.daemon.count("demo", r3, "applied") == 1
+        assert env.daemon.count("demo", r2, "applied") <= 1
+        records = env.daemon.log_records()
+        warnings = [r for r in records if r.get("level") in ("WARNING", "warning")
+                    and "unreachable" in json.dumps(r)]
+        assert len(warnings) == 1, warnings
+    finally:
+        env.close()
+        cluster.stop()
