@@ -23,7 +23,15 @@ from typing import Any
 
 from watcher.errors import WatcherError
 from watcher.metrics import metrics_for
-from watcher.webhook import AlertmanagerSettings, Refused, Reply, Verifier, call, parse_json
+from watcher.webhook import (
+    AlertmanagerSettings,
+    Refused,
+    Reply,
+    Verifier,
+    call,
+    parse_json,
+    reconciler_of,
+)
 
 log = logging.getLogger("watcher.alertmanager")
 
@@ -123,6 +131,7 @@ class AlertmanagerHook:
         if not self.settings.enabled:
             raise Refused(404, "alertmanager hook is disabled")
         self.authenticate(headers, body)
+        reconciler_of(self.daemon)  # 503 before the daemon can act, and nothing remembered
         payload = parse_json(body)
         wanted = self.wanted(payload)
         group = str(payload.get("groupKey", ""))
@@ -145,12 +154,12 @@ class AlertmanagerHook:
         return 200, {"status": "ok", "actions": done}
 
     async def _act(self, model: str, action: str, alertname: str, group: str) -> str:
-        fn = getattr(self.daemon.reconciler, ACTIONS[action], None)
+        fn = getattr(reconciler_of(self.daemon), ACTIONS[action], None)
         if fn is None:
             result = f"unsupported: the reconciler has no {ACTIONS[action]}"
         else:
             try:
-                await call(fn, model)
+                await call(fn, model, **({"by": "alertmanager"} if action == "rollback" else {}))
                 result = "requested"
             except WatcherError as exc:
                 result = f"failed: {exc.reason}"

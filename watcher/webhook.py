@@ -187,9 +187,17 @@ def model_from_payload(payload: Any) -> str:
     return candidate
 
 
-async def call(fn: Any, *args: Any) -> Any:
+def reconciler_of(daemon: Any) -> Any:
+    """The daemon's current reconciler; Refused(503) before the daemon has one."""
+    reconciler = getattr(daemon, "reconciler", None)
+    if reconciler is None:
+        raise Refused(503, "the daemon is starting; try again")
+    return reconciler
+
+
+async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a daemon hook that may be sync or async."""
-    result = fn(*args)
+    result = fn(*args, **kwargs)
     if inspect.isawaitable(result):
         result = await result
     return result
@@ -212,7 +220,7 @@ class ModelUpdatedHook:
             log.info("webhook: ignored event %r from %s", event, peer)
             return 200, {"status": "ignored", "event": str(event)[:64]}
         model = model_from_payload(payload)
-        await call(self.daemon.reconciler.request_resync, model)
+        await call(reconciler_of(self.daemon).request_resync, model)
         log.info("webhook: model_updated for %s from %s: re-reading its key", model, peer,
                  extra={"model": model})
         return 202, {"status": "accepted", "model": model}

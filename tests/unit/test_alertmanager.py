@@ -22,7 +22,9 @@ class Reconciler:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
-    async def request_rollback(self, model: str, to_revision: str | None = None) -> None:
+    async def request_rollback(self, model: str, to_revision: str | None = None,
+                               by: str = "operator") -> None:
+        assert by == "alertmanager"
         if model == "no-history":
             raise PolicyError("no earlier stable revision")
         self.calls.append(("rollback", model))

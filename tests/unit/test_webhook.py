@@ -31,7 +31,8 @@ class Reconciler:
     def request_resync(self, key: str | None) -> None:
         self.calls.append(("resync", key))
 
-    async def request_rollback(self, model: str, to_revision: str | None = None) -> None:
+    async def request_rollback(self, model: str, to_revision: str | None = None,
+                               by: str = "operator") -> None:
         self.calls.append(("rollback", model))
 
 
