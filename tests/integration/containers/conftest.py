@@ -55,8 +55,14 @@ def podman(containers_root: Path, registry: Registry) -> Iterator[PodmanService]
 
 
 @pytest.fixture(scope="session")
-def images(containers_root: Path, registry: Registry) -> dict[str, BuiltImage]:
-    builder = PodmanEnv(containers_root / "build", insecure=[registry.address])
+def builder(containers_root: Path, registry: Registry) -> Iterator[PodmanEnv]:
+    env = PodmanEnv(containers_root / "build", insecure=[registry.address])
+    yield env
+    env.cli("system", "prune", "--all", "--force", check=False)
+
+
+@pytest.fixture(scope="session")
+def images(builder: PodmanEnv, registry: Registry) -> dict[str, BuiltImage]:
     return build_and_push(builder, registry, IMAGES)
 
 

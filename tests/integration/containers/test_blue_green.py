@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from tests.infra.images import BuiltImage
+import asyncio
+import contextlib
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from bench.baselines.stop_then_start import stop_then_start
+from tests.infra.common import free_port
+from tests.infra.images import BuiltImage, build_and_push
 from tests.infra.nginx import LoadLoop, Nginx
-from tests.infra.podman import PodmanService
+from tests.infra.podman import PodmanEnv, PodmanService
+from tests.infra.registry import Registry
 from tests.integration.containers.conftest import RuntimeFactory, deploy, make_spec
+from watcher.errors import HealthGateError
+from watcher.runtimes.engine import EngineClient, RegistryAuth
+from watcher.traffic import NginxOptions, NginxUpstream
 
 
 async def test_first_deploy_then_blue_green_under_load_has_zero_failures(
@@ -31,10 +44,83 @@ async def test_first_deploy_then_blue_green_under_load_has_zero_failures(
 
 
 async def _more_requests(load: LoadLoop, n: int) -> None:
-    import asyncio
-
     target = load.result.sent + n
     for _ in range(500):
         if load.result.sent >= target:
             return
         await asyncio.sleep(0.01)
+
+
+async def test_stop_then_start_baseline_drops_requests(
+    podman: PodmanService, registry: Registry, images: dict[str, BuiltImage], nginx: Nginx,
+    model: str,
+) -> None:
+    """The seed's sequence against the same load: the failures blue/green avoids."""
+    engine = EngineClient(podman.socket)
+    auth = RegistryAuth(registry.username, SecretStr(registry.password))
+    port = free_port()
+    name, labels = f"mw-{model}-baseline", {"model-watcher.model": model}
+    up = NginxUpstream(NginxOptions.model_validate(
+        {k: str(v).replace("{model}", model) for k, v in nginx.options().items()}))
+    try:
+        await stop_then_start(engine, name=name, image=images["v1.0.0"].ref, host_port=port,
+                              auth=auth, labels=labels)
+        await up.apply({f"127.0.0.1:{port}": 100})
+        await _until_serving(nginx, "v1.0.0")
+        with LoadLoop(nginx.url + "/version") as load:
+            result = await stop_then_start(engine, name=name, image=images["v1.1.0"].ref,
+                                           host_port=port, auth=auth, labels=labels, stop_timeout=5)
+            await _until_serving(nginx, "v1.1.0")
+            await _more_requests(load, 50)
+    finally:
+        await engine.aclose()
+    r = load.result
+    print(f"stop-then-start: {r.sent} requests, {r.failed} failed ({dict(r.errors)}), "
+          f"gap {result.gap_seconds:.3f}s")
+    assert r.failed > 0
+    assert set(r.bodies) == {"v1.0.0", "v1.1.0"}
+
+
+async def test_unhealthy_new_image_is_discarded_and_old_keeps_serving(
+    make_runtime: RuntimeFactory, images: dict[str, BuiltImage], nginx: Nginx,
+    podman: PodmanService, model: str,
+) -> None:
+    rt = make_runtime()
+    first = await deploy(rt, make_spec(model, images["v1.0.0"]), "r1")
+    with LoadLoop(nginx.url + "/version") as load:
+        with pytest.raises(HealthGateError):
+            await deploy(rt, make_spec(model, images["v1.2.0"]), "r2")
+        await _more_requests(load, 50)
+    assert load.result.failed == 0, load.result.errors
+    assert set(load.result.bodies) == {"v1.0.0"}
+    assert [i.id for i in await rt.instances(model)] == [first.id]
+    assert podman.containers(f"model-watcher.model={model}") == [first.info["name"]]
+
+
+async def test_rollback_reruns_the_pinned_digest_even_after_the_tag_moved(
+    make_runtime: RuntimeFactory, builder: PodmanEnv, registry: Registry,
+    images: dict[str, BuiltImage], nginx: Nginx, model: str,
+) -> None:
+    repo = f"mw/{model}"
+    pushed = build_and_push(builder, registry, {"v1.0.0": "good", "v1.1.0": "good"}, repo=repo)
+    rt = make_runtime()
+    v1, v11 = make_spec(model, pushed["v1.0.0"]), make_spec(model, pushed["v1.1.0"])
+    await deploy(rt, v1, "r1")
+    await deploy(rt, v11, "r2")
+    # the v1.0.0 tag now points at other content: a rollback must not pick that up
+    moved = build_and_push(builder, registry, {"v1.0.0": "flaky"}, repo=repo)["v1.0.0"]
+    assert moved.digest != pushed["v1.0.0"].digest
+    back = await deploy(rt, v1, "r3")
+    assert back.info["image"] == f"{registry.address}/{repo}@{pushed['v1.0.0'].digest}"
+    async with httpx.AsyncClient() as c:
+        assert (await c.get(nginx.url + "/")).text.strip() == "v1.0.0"
+
+
+async def _until_serving(nginx: Nginx, body: str) -> None:
+    async with httpx.AsyncClient(timeout=2) as c:
+        for _ in range(200):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await c.get(nginx.url + "/version")).text.strip() == body:
+                    return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"nginx never served {body}")
