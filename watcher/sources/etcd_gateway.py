@@ -41,6 +41,9 @@ _UNAUTHENTICATED = 16
 #: Server-side messages that mean "this member cannot serve now; another one may".
 _MEMBER_TROUBLE = ("no leader", "request timed out", "leader changed", "not capable",
                    "too many requests", "stopped", "timed out")
+#: What a member we cannot talk to looks like. ssl.SSLError: with TLS 1.3 a refused client
+#: certificate arrives as an alert on the first read, which httpx does not always wrap.
+_TRANSPORT_ERRORS = (httpx.TransportError, ssl.SSLError, ConnectionError)
 #: Messages that mean the token is missing or stale (a re-authentication fixes them).
 _TOKEN_TROUBLE = ("invalid auth token", "user name is empty", "auth token")
 
@@ -181,7 +184,7 @@ class EtcdGateway:
         try:
             response = await self._http.post(f"{base}/v3/{path}", json=body,
                                              headers=self._headers())
-        except httpx.TransportError as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise _MemberDown(f"{type(exc).__name__}: {exc}" if str(exc)
                               else type(exc).__name__) from exc
         try:
@@ -247,7 +250,7 @@ class EtcdGateway:
                                                headers=self._headers(), timeout=timeout)
             try:
                 response = await self._http.send(request, stream=True)
-            except httpx.TransportError as exc:
+            except _TRANSPORT_ERRORS as exc:
                 problems.append(f"{base}: {type(exc).__name__} {exc}")
                 continue
             try:
@@ -275,7 +278,7 @@ class EtcdGateway:
                     err = message["error"]
                     raise classify(int(err.get("grpc_code", 0)), str(err.get("message", err)))
                 yield message.get("result", {})
-        except httpx.TransportError as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise SourceUnavailable(f"etcd watch stream broke: {type(exc).__name__} {exc}") from exc
         raise SourceUnavailable(f"etcd watch stream from {self.endpoint} ended")
 
