@@ -57,7 +57,7 @@ _REASON_WORDS = (
 def reason_label(ev: Event) -> str:
     """A bounded label for why: the plan for successes, a class of error for failures."""
     if ev.kind in (Kind.APPLIED, Kind.NOOP, Kind.ROLLED_BACK):
-        return ev.plan or ""
+        return plan_label(ev)
     if ev.kind not in (Kind.REJECTED, Kind.FAILED):
         return ""
     error = ev.fields.get("error")
@@ -65,6 +65,11 @@ def reason_label(ev: Event) -> str:
         return _ERROR_CLASSES.get(error, error.removesuffix("Error").lower() or "other")
     text = (ev.reason or "").lower()
     return next((label for word, label in _REASON_WORDS if word in text), "other")
+
+
+def plan_label(ev: Event) -> str:
+    """`hot`, `restart` or `noop`: the plan's kind without its list of changed paths."""
+    return (ev.plan or "").split(" ", 1)[0]
 
 
 class Metrics:
@@ -107,7 +112,7 @@ class Metrics:
         if ev.kind in (Kind.APPLIED, Kind.ROLLED_BACK) and ev.model:
             self._set_applied(ev.model, ev.revision or "", ev.version or "", ev.at)
         if ev.kind in (Kind.APPLIED, Kind.FAILED, Kind.NOOP) and ev.duration is not None:
-            self.apply_duration.labels(model, ev.plan or "").observe(max(ev.duration, 0.0))
+            self.apply_duration.labels(model, plan_label(ev)).observe(max(ev.duration, 0.0))
         if ev.kind is Kind.APPLIED:
             started = ev.fields.get("published_at", ev.fields.get("observed_at"))
             if isinstance(started, int | float):

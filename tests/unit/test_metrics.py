@@ -23,6 +23,7 @@ def samples(m: metrics.Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]],
 def test_reason_labels() -> None:
     rl = metrics.reason_label
     assert rl(Event(Kind.APPLIED, plan="hot")) == "hot"
+    assert rl(Event(Kind.APPLIED, plan="restart (runtime.env.X, model.uri)")) == "restart"
     assert rl(Event(Kind.REJECTED, fields={"error": "PolicyError"})) == "policy"
     assert rl(Event(Kind.FAILED, fields={"error": "WeirdError"})) == "weird"
     assert rl(Event(Kind.REJECTED, reason="invalid YAML at line 3")) == "document"
