@@ -158,7 +158,9 @@ class EngineClient:
         except httpx.TimeoutException as exc:
             raise PullError(f"pull {ref}: no progress within {timeout:g}s") from exc
         except httpx.TransportError as exc:
-            raise EngineUnavailable(f"pull {ref}: engine at {self.socket}: {exc}") from exc
+            raise EngineUnavailable(
+                f"pull {ref}: container engine at {self.socket} unreachable: {exc}"
+            ) from exc
         return progress
 
     async def image_inspect(self, ref: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from tests.infra.images import BuiltImage, build_and_push
 from tests.infra.nginx import Nginx
 from tests.infra.podman import PodmanEnv, PodmanService
 from tests.infra.registry import Registry
+from watcher.errors import ApplyError, HealthGateError
 from watcher.plugins import PluginContext
 from watcher.runtimes.base import Instance
 from watcher.runtimes.docker import DockerRuntime
@@ -114,11 +115,11 @@ def runtime_options(podman: PodmanService, registry: Registry, nginx: Nginx) -> 
     }
 
 
-def make_spec(model: str, image: BuiltImage, version: str | None = None,
+def make_spec(model: str, image: BuiltImage, version: str | None = None, ref: str | None = None,
               **runtime: Any) -> ModelSpec:
     return ModelSpec.model_validate({
         "name": model, "version": version or image.tag,
-        "runtime": {"image": image.ref, **runtime},
+        "runtime": {"image": ref or image.ref, **runtime},
         "model": {"uri": "file:///srv/models/none"},
     })
 
@@ -155,8 +156,10 @@ async def deploy(rt: DockerRuntime, spec: ModelSpec, revision: str) -> Instance:
     reason = await gate(new)
     if reason is not None:
         await rt.discard(new)
-        from watcher.errors import HealthGateError
-
         raise HealthGateError(reason)
-    await rt.promote(new, old[0] if old else None, http_check)
+    try:
+        await rt.promote(new, old[0] if old else None, http_check)
+    except ApplyError:
+        await rt.discard(new)  # as the executor does: the old one never stopped serving
+        raise
     return new
