@@ -56,6 +56,9 @@ def make_plan(applied: ModelSpec | None, new: ModelSpec, *, hot_paths: tuple[str
     With nothing applied yet the server's state is unknown, so the whole spec is pushed:
     hot when a target exists, else restart.
     """
+    if hot_paths is None and not can_restart:
+        # Watch-only: nothing to act on; record what was published.
+        return Plan("noop", ("no target or runtime configured",))
     if applied is None:
         if hot_paths is not None and not (can_restart and new.runtime.image):
             return Plan("hot", ("*",))

@@ -70,9 +70,9 @@ class Reconciler:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         for model in self.state.models():
-            last = self.state.last_seen(model)
-            if last is not None and last["outcome"] != "pending":
-                self._handled[model] = last["revision"]
+            handled = self.state.last_handled(model)
+            if handled is not None:
+                self._handled[model] = handled
 
     async def recover(self) -> None:
         """Converge after a kill mid-apply: revert half-started instances, then redo."""

@@ -196,6 +196,19 @@ class State:
         ).fetchone()
         return _row(row) if row else None
 
+    def last_handled(self, model: str) -> str | None:
+        """The newest revision the source delivered and the daemon finished handling.
+
+        Rows written by an operator's rollback do not count: the source still holds its
+        own newest revision, and that one must not be applied again by itself.
+        """
+        row = self._exec(
+            "SELECT revision FROM revisions WHERE model=? AND source != 'rollback'"
+            " AND outcome NOT IN ('superseded', 'pending') ORDER BY id DESC LIMIT 1",
+            (model,),
+        ).fetchone()
+        return str(row[0]) if row else None
+
     def history(self, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         if model is None:
             rows = self._exec("SELECT * FROM revisions ORDER BY id DESC LIMIT ?", (limit,))

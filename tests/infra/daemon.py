@@ -79,7 +79,7 @@ class DaemonHarness:
     def _running(self) -> bool:
         try:
             return bool(self.status()["daemon"].get("running"))
-        except (subprocess.CalledProcessError, json.JSONDecodeError, KeyError):
+        except Exception:  # the database may be mid-creation
             return False
 
     def _died(self) -> bool:
@@ -125,16 +125,35 @@ class DaemonHarness:
             check=check,
         )
 
+    def _state(self) -> Any:
+        from watcher.state import State
+
+        db = Path(self.settings["state_dir"]) / "state.db"
+        if not db.exists():
+            return None
+        return State(db, readonly=True)
+
     def status(self) -> dict[str, Any]:
-        result = self.cli("status", "--json", check=True)
-        status: dict[str, Any] = json.loads(result.stdout)
-        return status
+        """What `status --json` prints, read straight from the state (fast, for polling)."""
+        state = self._state()
+        if state is None:
+            return {"daemon": {}, "models": {}, "intents": []}
+        try:
+            return json.loads(json.dumps(state.status(), default=str))  # type: ignore[no-any-return]
+        finally:
+            state.close()
 
     def history(self, model: str, limit: int = 200) -> list[dict[str, Any]]:
-        result = self.cli("history", model, "--json", "--limit", str(limit))
-        if result.returncode != 0:
+        """What `history MODEL --json` prints (without specs), read straight from the state."""
+        state = self._state()
+        if state is None:
             return []
-        rows: list[dict[str, Any]] = json.loads(result.stdout)
+        try:
+            rows: list[dict[str, Any]] = state.history(model, limit)
+        finally:
+            state.close()
+        for r in rows:
+            r.pop("spec", None)
         return rows
 
     def audit(self) -> list[dict[str, Any]]:

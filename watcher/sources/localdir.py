@@ -49,6 +49,11 @@ def key_of(path: Path) -> str | None:
     return path.stem
 
 
+#: Events that can change content. Opens and read-only closes are ignored: reading a file
+#: ourselves raises them, which would otherwise feed back into a busy loop.
+CONTENT_EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"})
+
+
 class _Handler(FileSystemEventHandler):
     """Runs in watchdog's thread: only hands paths to the loop."""
 
@@ -56,7 +61,7 @@ class _Handler(FileSystemEventHandler):
         self._loop, self._queue = loop, queue
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory:
+        if event.is_directory or event.event_type not in CONTENT_EVENTS:
             return
         for p in (event.src_path, getattr(event, "dest_path", "")):
             if p:
