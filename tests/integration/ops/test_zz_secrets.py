@@ -27,9 +27,11 @@ from tests.integration.ops.conftest import (
 
 
 def test_no_secret_in_any_log(tmp_path: Path) -> None:
-    e = OpsEnv(tmp_path)
+    # the HMAC key comes from the environment, as systemd's EnvironmentFile= gives it
+    e = OpsEnv(tmp_path, env={"MODEL_WATCHER_WEBHOOK__SECRET": WEBHOOK_SECRET})
     outputs: list[str] = []
     try:
+        del e.daemon.settings["webhook"]["secret"]
         dead = notifiers(e.rx)
         closed_port = free_port()  # nothing listens: every delivery fails, is retried, logged
         dead["slack"]["url"] = f"http://127.0.0.1:{closed_port}/x?token={ROBOT_TOKENS['slack']}"
