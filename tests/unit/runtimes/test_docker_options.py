@@ -1,0 +1,92 @@
+"""DockerRuntime's options, per-model nginx templating and label parsing (no engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from watcher.errors import PolicyError, SettingsError
+from watcher.plugins import PluginContext, load_class
+from watcher.runtimes.docker import DockerRuntime, _instance
+from watcher.spec import ModelSpec
+
+
+def options(tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    return {"socket": str(tmp_path / "engine.sock"),
+            "nginx": {"upstream_file": str(tmp_path / "{model}.conf"),
+                      "access_log": str(tmp_path / "access-{model}.log")}, **extra}
+
+
+def ctx(tmp_path: Path, env: str = "test") -> PluginContext:
+    return PluginContext(state_dir=tmp_path / "state", environment=env)
+
+
+def spec(image: str = "127.0.0.1:5000/m/s:v1.2.0", version: str = "v1.2.0") -> ModelSpec:
+    return ModelSpec.model_validate({"name": "qwen", "version": version,
+                                     "runtime": {"image": image}, "model": {"uri": "file:///m"}})
+
+
+def test_registered_under_docker() -> None:
+    assert load_class("runtime", "docker") is DockerRuntime
+
+
+async def test_defaults_and_templated_nginx_paths(tmp_path: Path) -> None:
+    rt = DockerRuntime.create(options(tmp_path, steps=[5, 10, 30, 60, 100], hold=2), ctx(tmp_path))
+    try:
+        assert rt.opts.plan.steps == [5, 10, 30, 60, 100]
+        assert rt.opts.plan.hold == 2
+        up = rt.upstream("qwen")
+        assert up.opts.upstream == "qwen"
+        assert up.opts.upstream_file == tmp_path / "qwen.conf"
+        assert up.opts.access_log == tmp_path / "access-qwen.log"
+    finally:
+        await rt.aclose()
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"unknown": 1}, "runtime.unknown"),
+    ({"ports": [2000, 1000]}, "runtime"),
+    ({"steps": [50]}, "runtime.steps"),
+    ({"registry_auth": {"username": "u"}}, "runtime.registry_auth.password"),
+])
+def test_bad_options_name_the_field(tmp_path: Path, extra: dict[str, Any], field: str) -> None:
+    with pytest.raises(SettingsError, match=field.replace(".", r"\.")):
+        DockerRuntime.create(options(tmp_path, **extra), ctx(tmp_path))
+
+
+async def test_password_is_secret(tmp_path: Path) -> None:
+    rt = DockerRuntime.create(options(tmp_path, registry_auth={"username": "u", "password": "pw-x"}),
+                              ctx(tmp_path))
+    try:
+        assert "pw-x" not in repr(rt.opts) and "pw-x" not in str(rt.opts.model_dump())
+    finally:
+        await rt.aclose()
+
+
+@pytest.mark.parametrize(("image", "version"), [
+    ("127.0.0.1:5000/m/s:v1.3.0-dev", "v1.3.0"),
+    ("127.0.0.1:5000/m/s:v1.3.0", "v1.3.0-dev"),
+])
+async def test_dev_builds_are_refused_in_production(tmp_path: Path, image: str,
+                                                    version: str) -> None:
+    rt = DockerRuntime.create(options(tmp_path), ctx(tmp_path, "production"))
+    try:
+        with pytest.raises(PolicyError, match="dev build"):
+            await rt.prepare(spec(image, version))
+    finally:
+        await rt.aclose()
+
+
+def test_instance_from_labels() -> None:
+    labels = {"model-watcher.model": "qwen", "model-watcher.revision": "r7",
+              "model-watcher.role": "green", "model-watcher.port": "21001",
+              "model-watcher.image": "reg/m@sha256:ab", "model-watcher.version": "v1.2.0"}
+    inst = _instance("qwen", "cid", labels, "127.0.0.1", name="mw-qwen-green", running=True,
+                     weight={"127.0.0.1:21001": 30})
+    assert inst.revision == "r7"
+    assert inst.health_url == "http://127.0.0.1:21001"
+    assert inst.info["weight"] == 30
+    assert inst.info["role"] == "green"
+    assert not inst.in_place
