@@ -24,11 +24,12 @@ import socket
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from watcher import tracing
-from watcher.errors import PluginError, SettingsError
-from watcher.plugins import format_validation_error
+from watcher.errors import PluginError
+from watcher.logs import register_secret
+from watcher.plugins import parse_options
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -49,14 +50,7 @@ class TracingSettings(BaseModel):
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> TracingSettings:
-        try:
-            parsed = cls.model_validate(dict(raw))
-        except ValidationError as exc:
-            raise SettingsError(format_validation_error(exc, "tracing")) from None
-        try:
-            from watcher.logs import register_secret
-        except ImportError:
-            return parsed
+        parsed = parse_options(cls, raw, "tracing")
         for value in parsed.headers.values():
             register_secret(value.get_secret_value())
         return parsed

@@ -30,10 +30,11 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from watcher.errors import SettingsError, WatcherError
-from watcher.plugins import format_validation_error
+from watcher.logs import register_secret
+from watcher.plugins import parse_options
 from watcher.spec import NAME_PATTERN
 
 log = logging.getLogger("watcher.webhook")
@@ -72,10 +73,7 @@ class WebhookSettings(BaseModel):
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> WebhookSettings:
-        try:
-            parsed = cls.model_validate(dict(raw))
-        except ValidationError as exc:
-            raise SettingsError(format_validation_error(exc, "webhook")) from None
+        parsed = parse_options(cls, raw, "webhook")
         if parsed.secret is not None and len(parsed.secret.get_secret_value()) < 16:
             raise SettingsError("webhook.secret: must be at least 16 characters")
         _register_secrets(parsed)
@@ -83,10 +81,6 @@ class WebhookSettings(BaseModel):
 
 
 def _register_secrets(s: WebhookSettings) -> None:
-    try:
-        from watcher.logs import register_secret
-    except ImportError:  # logs.py is the daemon's; the module works without it
-        return
     for secret in (s.secret, s.alertmanager.bearer_token):
         if secret is not None:
             register_secret(secret.get_secret_value())

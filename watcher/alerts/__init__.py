@@ -27,15 +27,16 @@ import os
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from watcher.alerts.delivery import Dispatcher
 from watcher.alerts.formats import NotifierSettings
 from watcher.alerts.rules import Engine, Notification, Rule
 from watcher.errors import SettingsError
 from watcher.events import Event
+from watcher.logs import register_secret
 from watcher.metrics import metrics_for
-from watcher.plugins import format_validation_error
+from watcher.plugins import parse_options
 
 log = logging.getLogger("watcher.alerts")
 TICK = 0.25
@@ -76,19 +77,12 @@ class AlertSettings(BaseModel):
             notifiers[name] = opts
         if notifiers:
             data["notifiers"] = notifiers
-        try:
-            parsed = cls.model_validate(data)
-        except ValidationError as exc:
-            raise SettingsError(format_validation_error(exc, "alerts")) from None
+        parsed = parse_options(cls, data, "alerts")
         _register_secrets(parsed)
         return parsed
 
 
 def _register_secrets(s: AlertSettings) -> None:
-    try:
-        from watcher.logs import register_secret
-    except ImportError:
-        return
     for n in s.notifiers.values():
         register_secret(n.url.get_secret_value())
         if n.secret is not None:
