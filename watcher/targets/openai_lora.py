@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from watcher.errors import TargetError
 from watcher.plugins import PluginContext, parse_options
 from watcher.spec import Adapter, ModelSpec
-from watcher.targets.v2repo import write_atomically
+from watcher.targets.v2repo import admin_client, write_atomically
 from watcher.verify import local_path
 
 log = logging.getLogger("watcher.targets.openai_lora")
@@ -79,10 +79,7 @@ class OpenAILoraTarget:
         self.hot_paths = options.hot_paths
         self.base = options.url.rstrip("/")
         self.state_dir = state_dir / "openai-lora"
-        headers = {"User-Agent": "model-watcher"}
-        if options.token is not None:
-            headers["Authorization"] = f"Bearer {options.token.get_secret_value()}"
-        self._client = httpx.AsyncClient(headers=headers, timeout=options.timeout)
+        self._client = admin_client(options.token, options.timeout)
 
     @classmethod
     def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> OpenAILoraTarget:

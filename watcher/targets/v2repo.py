@@ -114,15 +114,20 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def admin_client(token: SecretStr | None, timeout: float) -> httpx.AsyncClient:
+    """The HTTP client for a server's admin API; the token only ever leaves in the header."""
+    headers = {"User-Agent": "model-watcher"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+    return httpx.AsyncClient(headers=headers, timeout=timeout)
+
+
 class V2RepositoryTarget:
     def __init__(self, options: V2RepositoryOptions) -> None:
         self.options = options
         self.hot_paths = options.hot_paths
         self.base = options.url.rstrip("/")
-        headers = {"User-Agent": "model-watcher"}
-        if options.token is not None:
-            headers["Authorization"] = f"Bearer {options.token.get_secret_value()}"
-        self._client = httpx.AsyncClient(headers=headers, timeout=options.load_timeout)
+        self._client = admin_client(options.token, options.load_timeout)
 
     @classmethod
     def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> V2RepositoryTarget:
