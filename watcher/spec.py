@@ -143,6 +143,12 @@ class ModelSpec(_Strict):
     metadata: Metadata = Field(default_factory=Metadata)
     health: HealthOverride | None = None
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _unquoted_number(cls, v: Any) -> Any:
+        # YAML reads `version: 1.2` as a float; say "not semver", not "not a string".
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
     @field_validator("version")
     @classmethod
     def _semver(cls, v: str) -> str:

@@ -1,0 +1,24 @@
+# The two commands README.md gives. Both work on a fresh machine: they install what they need.
+.PHONY: demo test lint unit integration deps sync bench
+
+demo: ## set up, then run the daemon on config/ with the example model server
+	bash scripts/demo.sh
+
+test: ## set up, then lint, type-check and run the whole test suite against real servers
+	bash scripts/test.sh
+
+deps:
+	bash scripts/install-deps.sh
+
+sync:
+	uv sync --frozen --all-extras
+
+lint: sync
+	uv run --frozen ruff check watcher tests bench examples
+	uv run --frozen mypy watcher
+
+unit: sync
+	uv run --frozen pytest tests/unit -q
+
+integration: deps sync
+	uv run --frozen pytest tests/integration

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "watcher", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_invalid_settings_exit_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "w.toml"
+    bad.write_text("[reconcile]\nwait_min = 'soon'\n")
+    out = run("--config", str(bad), "status")
+    assert out.returncode == 2
+    assert "reconcile.wait_min" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_plugin_kind_is_a_settings_error(tmp_path: Path) -> None:
+    bad = tmp_path / "w.toml"
+    bad.write_text(f'state_dir = "{tmp_path}/s"\n[source]\nkind = "zookeeper"\n')
+    out = run("--config", str(bad), "once")
+    assert out.returncode == 2 and "source.kind: unknown kind 'zookeeper'" in out.stderr
+
+
+def test_plugin_option_errors_name_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "w.toml"
+    bad.write_text(f'state_dir = "{tmp_path}/s"\n[source]\nkind = "localdir"\npaht = "x"\n')
+    out = run("--config", str(bad), "once")
+    assert out.returncode == 2 and "source.paht: Extra inputs are not permitted" in out.stderr

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from watcher.errors import SettingsError
+from watcher.settings import load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "w.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_are_the_embedded_localdir_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = load_settings()
+    assert s.source.options() == {"kind": "localdir", "path": "config/models"}
+    assert s.api.host == "127.0.0.1"
+
+
+def test_env_overrides_toml_with_nested_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = write(tmp_path, 'environment = "staging"\n[source]\nkind = "etcd"\nprefix = "/a/"\n[reconcile]\nwait_min = 1\n')
+    monkeypatch.setenv("MODEL_WATCHER_ENVIRONMENT", "production")
+    monkeypatch.setenv("MODEL_WATCHER_RECONCILE__WAIT_MAX", "9")
+    s = load_settings(p)
+    assert s.environment == "production" and s.reconcile.wait_min == 1 and s.reconcile.wait_max == 9
+    assert s.source.options() == {"kind": "etcd", "prefix": "/a/"}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[reconcile]\nwait_min = 5\nwait_max = 1\n", "reconcile: Value error, wait_min (5.0) must not exceed wait_max"),
+    ("[reconcile]\nwait_mn = 1\n", "reconcile.wait_mn: Extra inputs are not permitted"),
+    ("log_level = 'LOUD'\n", "log_level: Input should be"),
+    ("[health]\nfailure_threshold = 0\n", "health.failure_threshold"),
+    ("this is = not toml [\n", "invalid TOML"),
+])
+def test_invalid_settings_name_the_field(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        load_settings(write(tmp_path, text))
+    assert message in exc.value.reason and exc.value.exit_status == 2
+
+
+def test_missing_explicit_file() -> None:
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings("/nonexistent/watcher.toml")
