@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from watcher.errors import HealthGateError, RuntimeStartError
+from watcher.targets.v2repo import write_atomically  # temp file + fsync + rename
 
 log = logging.getLogger("watcher.traffic")
 
@@ -124,7 +124,7 @@ class NginxUpstream:
             path = self.opts.upstream_file
             previous = path.read_text() if path.exists() else None
             before = self._workers()
-            _atomic_write(path, render(self.opts, weights, backup))
+            write_atomically(path, render(self.opts, weights, backup).encode())
             try:
                 await self._nginx("-t", "-q")
                 await self._nginx("-s", "reload")
@@ -132,7 +132,7 @@ class NginxUpstream:
                 if previous is None:
                     path.unlink(missing_ok=True)
                 else:
-                    _atomic_write(path, previous)
+                    write_atomically(path, previous.encode())
                 raise
             log.info("nginx upstream %s: %s%s", self.opts.upstream, weights,
                      f" (backup {backup})" if backup else "")
@@ -305,19 +305,3 @@ async def switch(
             f"traffic switch to {new} failed: {exc}; all traffic back on {old}"
         ) from exc
     await upstream.apply({new: 100})
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
