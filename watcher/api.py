@@ -194,8 +194,14 @@ async def serve(daemon: Any) -> None:
     if not settings.enabled:
         return
     api = Api(daemon, WebhookSettings.parse(daemon.settings.webhook))
-    server = await asyncio.start_server(api.serve_connection, settings.host, settings.port,
-                                        reuse_address=True)
+    try:
+        server = await asyncio.start_server(api.serve_connection, settings.host, settings.port,
+                                            reuse_address=True)
+    except OSError as exc:
+        # the daemon goes on without its API: updates matter more than the listener
+        log.error("api: cannot listen on %s:%d: %s", settings.host, settings.port,
+                  exc.strerror or exc)
+        return
     where = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
     log.info("api: listening on %s", where)
     try:

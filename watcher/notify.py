@@ -107,8 +107,9 @@ class StatusLine:
         """Fold `ev` in; True when the line changed."""
         before = self.text
         target = f"{ev.model}@rev {_short(ev.revision)}" if ev.model else ""
+        plan = f" ({ev.plan.split(' ', 1)[0]})" if ev.plan else ""  # kind, not the path list
         if ev.kind is Kind.APPLIED:
-            self.action = f"applied {target}" + (f" ({ev.plan})" if ev.plan else "")
+            self.action = f"applied {target}{plan}"
         elif ev.kind is Kind.NOOP:
             self.action = f"unchanged {target}"
         elif ev.kind is Kind.REJECTED:
@@ -118,7 +119,7 @@ class StatusLine:
         elif ev.kind is Kind.ROLLED_BACK:
             self.action = f"rolled back {target}"
         elif ev.kind is Kind.APPLYING:
-            self.action = f"applying {target}" + (f" ({ev.plan})" if ev.plan else "")
+            self.action = f"applying {target}{plan}"
         elif ev.kind is Kind.SOURCE_UP:
             self.source = "source ok"
         elif ev.kind is Kind.SOURCE_DOWN:

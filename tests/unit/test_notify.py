@@ -73,7 +73,7 @@ def test_watchdog_interval() -> None:
 def test_status_line() -> None:
     st = notify.StatusLine()
     st.update(Event(Kind.SOURCE_UP))
-    st.update(Event(Kind.APPLIED, model="qwen-chat", revision="42", plan="hot"))
+    st.update(Event(Kind.APPLIED, model="qwen-chat", revision="42", plan="hot (model.uri)"))
     assert st.text == "applied qwen-chat@rev 42 (hot); source ok"
     st.update(Event(Kind.SOURCE_DOWN, reason="connection refused"))
     assert st.text.endswith("source DOWN (connection refused)")

@@ -172,3 +172,38 @@ async def _keepalive_and_garbage(base: str) -> None:
     rest = await asyncio.wait_for(reader.read(), 5)
     assert b"200" not in rest
     writer.close()
+
+
+async def test_serve_lifecycle(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    off = Daemon(tmp_path, {})
+    off.settings.api = ApiSettings()
+    await asyncio.wait_for(api.serve(off), 1)  # disabled: returns at once
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = Daemon(tmp_path, {})
+        taken.settings.api = ApiSettings(enabled=True, port=busy.getsockname()[1])
+        await asyncio.wait_for(api.serve(taken), 2)  # port taken: logged, daemon goes on
+    assert "cannot listen" in caplog.text
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    on = Daemon(tmp_path, {"secret": SECRET})
+    on.settings.api = ApiSettings(enabled=True, port=port)
+    task = asyncio.create_task(api.serve(on))
+    async with httpx.AsyncClient() as c:
+        for _ in range(100):
+            try:
+                r = await c.get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except httpx.ConnectError:
+                await asyncio.sleep(0.02)
+        assert r.status_code == 200
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
