@@ -97,7 +97,7 @@ def _bindable(port: int) -> bool:
         return False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
-            s.bind(("0.0.0.0", port))  # Nacos's raft port binds every interface  # noqa: S104
+            s.bind(("0.0.0.0", port))  # Nacos's raft port binds every interface
         except OSError:
             return False
     return True
