@@ -164,6 +164,10 @@ def local_path(uri: str) -> Path | None:
     return None
 
 
+def _is_relative_path(uri: str) -> bool:
+    return urlparse(uri).scheme == "" and not uri.startswith("/")
+
+
 def _hash_file(path: Path, stop: threading.Event, buf: bytearray) -> str:
     h = hashlib.sha256()
     view = memoryview(buf)
@@ -231,8 +235,8 @@ async def _check_digest(what: str, uri: str, expected: str, trust: TrustSettings
     path = local_path(uri)
     if path is None:
         raise VerificationError(
-            f"{what}.sha256 cannot be checked for {uri!r}: only file:// weights can be hashed "
-            "here (set trust.verify_digest = false to leave it to the server)"
+            f"{what}.sha256 cannot be checked for {uri!r}: only file:// URIs and absolute "
+            "paths can be hashed here (set trust.verify_digest = false to leave it to the server)"
         )
     resolved = _check_root(path, trust.allowed_roots, f"{what}.uri")
     if not resolved.exists():
@@ -286,6 +290,11 @@ async def verify_spec(spec: ModelSpec, trust: TrustSettings) -> Verified:
     local = local_path(model.uri)
     if local is not None:
         _check_root(local, trust.allowed_roots, "model.uri")
+    elif trust.allowed_roots and _is_relative_path(model.uri):
+        raise VerificationError(
+            f"model.uri {model.uri!r} is a relative path, which trust.allowed_roots cannot "
+            "vouch for; use file:// or an absolute path"
+        )
 
     checked = False
     if trust.verify_digest:

@@ -7,6 +7,9 @@ import base64
 import hashlib
 import os
 import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +120,7 @@ async def test_missing_digest_when_required(weights: Path) -> None:
 
 async def test_remote_uri_with_digest_fails_closed() -> None:
     spec = make_spec("s3://bucket/model.bin", "a" * 64)
-    with pytest.raises(VerificationError, match="only file:// weights"):
+    with pytest.raises(VerificationError, match="only file:// URIs"):
         await verify.verify_spec(spec, TrustSettings())
     await verify.verify_spec(spec, TrustSettings(verify_digest=False))
 
@@ -135,6 +138,16 @@ async def test_allowed_roots(tmp_path: Path, weights: Path) -> None:
     with pytest.raises(VerificationError, match=r"outside trust\.allowed_roots"):
         await verify.verify_spec(spec, TrustSettings(allowed_roots=[other]))
     await verify.verify_spec(spec, TrustSettings(allowed_roots=[tmp_path]))
+    relative = make_spec("models/x.joblib")
+    with pytest.raises(VerificationError, match="relative path"):
+        await verify.verify_spec(relative, TrustSettings(allowed_roots=[tmp_path]))
+    with pytest.raises(VerificationError, match="absolute paths can be hashed"):
+        await verify.verify_spec(make_spec("models/x.joblib", "a" * 64), TrustSettings())
+    link = tmp_path / "elsewhere" / "link.bin"
+    link.symlink_to(weights)  # a link inside the allowed root, to weights outside it
+    with pytest.raises(VerificationError, match="outside"):
+        await verify.verify_spec(make_spec(link.as_uri(), sha(weights)),
+                                 TrustSettings(allowed_roots=[other]))
 
 
 async def test_adapter_digests(tmp_path: Path, weights: Path) -> None:
@@ -152,14 +165,21 @@ async def test_adapter_digests(tmp_path: Path, weights: Path) -> None:
 async def test_cancel_stops_the_hashing_thread(tmp_path: Path) -> None:
     big = tmp_path / "sparse"
     with big.open("wb") as f:
-        f.truncate(4 * 1024**3)
+        f.truncate(64 * 1024**3)  # minutes of hashing if nothing stopped it
     task = asyncio.create_task(verify.digest_path(big))
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    # the worker thread notices within a chunk; the default executor drains promptly
-    await asyncio.wait_for(asyncio.get_running_loop().shutdown_default_executor(), 5)
+    # what the cancellation does to the worker thread: it sets the stop flag, and the
+    # thread leaves at the next chunk
+    stop = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(verify.digest_path_sync, big, stop)
+        time.sleep(0.05)
+        stop.set()
+        with pytest.raises(verify._Cancelled):
+            future.result(timeout=5)
 
 
 # -- signatures ---------------------------------------------------------------------------

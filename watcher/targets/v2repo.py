@@ -1,8 +1,9 @@
 """`v2-repository` target: hot swap through the Open Inference Protocol V2 repository API.
 
-For servers with the model repository extension (MLServer; Triton in explicit model-control
-mode and KServe speak the same load/unload calls). Steps of `apply`, each one line of
-contract:
+For servers with the model repository extension. The settings file written is MLServer's
+(`model-settings.json`); Triton (explicit model-control mode) and KServe answer the same
+load/unload/ready calls but read a `config.pbtxt` this target does not write. Steps of
+`apply`, each one line of contract:
 
 1. render   `model-settings.json` from `spec.model` (MLServer's layout, see `render`);
 2. stage    write it into `REPOSITORY/<name>/` atomically (temp file in the same directory,
