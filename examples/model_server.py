@@ -142,7 +142,7 @@ def restart(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://{args.host}:{args.port}/config", timeout=1):  # noqa: S310
+            with urllib.request.urlopen(f"http://{args.host}:{args.port}/config", timeout=1):
                 print(f"restarted on port {args.port}")
                 return 0
         except OSError:

@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "text", "json"] = "auto"
 
     source: PluginSection = Field(
-        default_factory=lambda: PluginSection(kind="localdir", path="config/models")  # type: ignore[call-arg]
+        default_factory=lambda: PluginSection(kind="localdir", path="config/models")
     )
     target: PluginSection | None = None
     runtime: PluginSection | None = None

@@ -54,7 +54,8 @@ def wait_until(
         except Exception as exc:  # keep polling; report the last one
             last_exc = exc
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+    detail = f" (last error: {last_exc!r})" if last_exc else ""
+    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}{detail}")
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

@@ -9,6 +9,7 @@ tmp_path/daemon.log (JSON lines), kept for the secrets grep and for failure mess
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -111,10 +112,8 @@ class DaemonHarness:
         out = []
         for line in self.logs().splitlines():
             if line.startswith("{"):
-                try:
+                with contextlib.suppress(json.JSONDecodeError):
                     out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
         return out
 
     # -- CLI -------------------------------------------------------------------

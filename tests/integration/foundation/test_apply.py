@@ -32,7 +32,8 @@ def test_restart_class_change_goes_through_the_runtime(env: Env) -> None:
     env.daemon.wait_applied("demo", r2)
     assert env.server.pid() != pid
     assert env.served()["runtime"]["env"]["SERVER_FLAVOR"] == "large"
-    assert env.daemon.wait_outcome("demo", r2, "applied")["plan"].startswith("restart (model.uri, runtime.env.SERVER_FLAVOR")
+    plan = env.daemon.wait_outcome("demo", r2, "applied")["plan"]
+    assert plan.startswith("restart (model.uri, runtime.env.SERVER_FLAVOR")
 
 
 def test_failed_hot_swap_falls_back_to_a_restart(env: Env) -> None:
