@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,8 +48,9 @@ def ensure_venv() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.is_file() and marker.read_text() == wanted and (VENV / "bin/mlserver").exists():
             return VENV / "bin"
-        subprocess.run([uv, "venv", "-q", "--clear", "--python", "3.11", str(VENV)], check=True,
-                       timeout=300)
+        # the interpreter running the tests (3.11, never a download of a managed Python)
+        subprocess.run([uv, "venv", "-q", "--clear", "--python", sys.executable, str(VENV)],
+                       check=True, timeout=300)
         subprocess.run([uv, "pip", "install", "-q", "--python", str(VENV / "bin/python"),
                         *PACKAGES], check=True, timeout=900)
         marker.write_text(wanted)
