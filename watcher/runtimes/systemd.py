@@ -1,0 +1,175 @@
+"""The `systemd` runtime: a model server that runs as a unit, restarted in place.
+
+    prepare  the unit must be known to systemd (LoadState=loaded); touches nothing running
+    start    write the spec's runtime section to the unit's EnvironmentFile (atomically),
+             `systemctl restart UNIT`, wait for ActiveState=active
+    promote  nothing to switch: one `check(new)`; a reason -> HealthGateError, and the
+             executor repairs by starting the previous spec again (`in_place=True`)
+    discard  nothing to remove (there is only one instance)
+
+The unit reads the file with `EnvironmentFile=`; it holds the spec's `runtime.env` plus
+MODEL_WATCHER_MODEL / _VERSION / _REVISION / _IMAGE / _ARGS (args JSON-encoded), so
+`instances()` can tell which revision runs after a daemon restart. `systemctl` is an argv
+prefix, e.g. ["systemctl", "--user"], never a shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from watcher.errors import HealthGateError, RuntimeStartError
+from watcher.plugins import PluginContext, parse_options
+from watcher.runtimes.base import Instance, StepCheck
+from watcher.spec import ModelSpec
+from watcher.targets.v2repo import write_atomically
+
+log = logging.getLogger("watcher.runtimes.systemd")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SystemdOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    unit: str = Field("{model}.service", description="unit name; {model} is replaced")
+    systemctl: list[str] = Field(default_factory=lambda: ["systemctl"], min_length=1)
+    env_file: Path | None = Field(None, description="the unit's EnvironmentFile; {model} replaced")
+    base_url: str | None = Field(None, description="the server's URL, for the health gate")
+    timeout: float = Field(90.0, gt=0, description="for each systemctl call and for activation")
+
+
+class SystemdRuntime:
+    def __init__(self, opts: SystemdOptions, ctx: PluginContext) -> None:
+        self.opts = opts
+        self.ctx = ctx
+
+    @classmethod
+    def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> SystemdRuntime:
+        return cls(parse_options(SystemdOptions, options, "runtime"), ctx)
+
+    async def aclose(self) -> None:
+        return None
+
+    def unit(self, model: str) -> str:
+        return self.opts.unit.replace("{model}", model)
+
+    def env_file(self, model: str) -> Path | None:
+        f = self.opts.env_file
+        return Path(str(f).replace("{model}", model)) if f is not None else None
+
+    async def prepare(self, spec: ModelSpec) -> None:
+        props = await self._show(self.unit(spec.name))
+        if props.get("LoadState") != "loaded":
+            raise RuntimeStartError(f"{spec.name}: unit {self.unit(spec.name)} is "
+                                    f"{props.get('LoadState') or 'unknown'} (not loaded)")
+
+    async def start(self, spec: ModelSpec, revision: str) -> Instance:
+        unit = self.unit(spec.name)
+        path = self.env_file(spec.name)
+        if path is not None:
+            write_atomically(path, render_env(spec, revision).encode())
+        elif spec.runtime.env or spec.runtime.args:
+            log.warning("%s: runtime.env/args given but no env_file is configured; the unit "
+                        "restarts with its own settings", spec.name, extra={"model": spec.name})
+        await self._systemctl("restart", unit)
+        deadline = time.monotonic() + self.opts.timeout
+        while True:
+            props = await self._show(unit)
+            state = props.get("ActiveState")
+            if state == "active":
+                break
+            if state == "failed" or time.monotonic() > deadline:
+                raise RuntimeStartError(f"{spec.name}: {unit} is {state} after restart "
+                                        f"({props.get('Result') or 'no result'})")
+            await asyncio.sleep(0.1)
+        log.info("%s: restarted %s (pid %s)", spec.name, unit, props.get("MainPID"),
+                 extra={"model": spec.name, "revision": revision})
+        return self._instance(spec.name, revision, props)
+
+    async def promote(self, new: Instance, old: Instance | None, check: StepCheck) -> None:
+        reason = await check(new)
+        if reason is not None:
+            raise HealthGateError(f"{self.unit(new.model)}: {reason}")
+
+    async def discard(self, instance: Instance) -> None:
+        return None  # in place: the executor starts the previous spec instead
+
+    async def instances(self, model: str) -> list[Instance]:
+        props = await self._show(self.unit(model))
+        if props.get("ActiveState") not in ("active", "reloading", "activating"):
+            return []
+        revision = ""
+        path = self.env_file(model)
+        if path is not None and path.exists():
+            revision = parse_env(path.read_text()).get("MODEL_WATCHER_REVISION", "")
+        return [self._instance(model, revision, props)]
+
+    def _instance(self, model: str, revision: str, props: Mapping[str, str]) -> Instance:
+        return Instance(id=self.unit(model), model=model, revision=revision,
+                        health_url=self.opts.base_url, in_place=True,
+                        info={"unit": self.unit(model), "pid": props.get("MainPID", ""),
+                              "state": props.get("ActiveState", "")})
+
+    async def _show(self, unit: str) -> dict[str, str]:
+        out = await self._systemctl("show", unit,
+                                    "--property=LoadState,ActiveState,SubState,MainPID,Result")
+        return dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
+
+    async def _systemctl(self, *args: str) -> str:
+        argv = [*self.opts.systemctl, *args]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+        except OSError as exc:
+            raise RuntimeStartError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self.opts.timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RuntimeStartError(f"{' '.join(argv)}: no exit within "
+                                    f"{self.opts.timeout:g}s") from None
+        if proc.returncode != 0:
+            raise RuntimeStartError(f"{' '.join(argv)} exited {proc.returncode}: "
+                                    f"{err.decode(errors='replace').strip()[-300:]}")
+        return out.decode(errors="replace")
+
+
+def render_env(spec: ModelSpec, revision: str) -> str:
+    """EnvironmentFile text: one KEY="value" a line, values quoted for systemd."""
+    values = {**spec.runtime.env,
+              "MODEL_WATCHER_MODEL": spec.name, "MODEL_WATCHER_VERSION": spec.version,
+              "MODEL_WATCHER_REVISION": revision, "MODEL_WATCHER_IMAGE": spec.runtime.image or "",
+              "MODEL_WATCHER_ARGS": json.dumps(spec.runtime.args)}
+    lines = ["# written by model-watcher before each restart; do not edit"]
+    for key, value in values.items():
+        if not ENV_NAME.match(key):
+            raise RuntimeStartError(f"{spec.name}: runtime.env key {key!r} is not a valid "
+                                    "environment variable name")
+        if "\n" in value:
+            raise RuntimeStartError(f"{spec.name}: runtime.env {key} contains a newline")
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'{key}="{escaped}"')
+    return "\n".join(lines) + "\n"
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """Read back what `render_env` wrote."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep or line.startswith("#"):
+            continue
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        out[key.strip()] = value
+    return out
