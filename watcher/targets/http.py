@@ -55,7 +55,7 @@ class HttpTarget:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(httpx.ConnectError),
             stop=stop_after_attempt(self.options.retries),
-            wait=wait_exponential_jitter(initial=0.2, max=5),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5, jitter=0.2),
             reraise=True,
         )
         try:

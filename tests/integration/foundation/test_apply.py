@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 from tests.infra.common import wait_until
@@ -186,3 +187,33 @@ def test_status_and_history_commands_match_the_state(env: Env) -> None:
     assert cli_status["daemon"]["running"] is True and cli_status["daemon"]["source_up"] is True
     text = env.daemon.cli("status").stdout
     assert "demo: applied v1.0.0 @ " + r1 in text and "source localdir: ok" in text
+
+
+def test_sighup_reloads_settings_and_a_bad_file_keeps_the_running_ones(env: Env) -> None:
+    r1 = env.write(doc(temperature=0.1))
+    env.daemon.start()
+    env.daemon.wait_applied("demo", r1)
+    good = env.daemon.config.read_text()
+    env.daemon.config.write_text(good + "\n[reconcile\n")
+    env.daemon.signal(signal.SIGHUP)
+    wait_until(lambda: "settings not reloaded" in env.daemon.logs(), 10, "the reload to be refused")
+    r2 = env.write(doc(temperature=0.2))
+    env.daemon.wait_applied("demo", r2)
+    env.daemon.settings["environment"] = "production"
+    env.daemon.write_settings()
+    env.daemon.signal(signal.SIGHUP)
+    wait_until(lambda: "settings reloaded" in env.daemon.logs(), 10, "the reload")
+    r3 = env.write(doc(temperature=0.3, version="v1.1.0-dev"))
+    row = env.daemon.wait_outcome("demo", r3, "rejected")
+    assert "'production' does not accept" in row["reason"]
+
+
+def test_sigterm_stops_promptly_and_cleanly(env: Env) -> None:
+    r1 = env.write(doc())
+    env.daemon.start()
+    env.daemon.wait_applied("demo", r1)
+    started = time.monotonic()
+    assert env.daemon.stop() == 0
+    assert time.monotonic() - started < 5
+    assert "model-watcher stopped" in env.daemon.logs()
+    assert env.daemon.status()["daemon"]["running"] is False
