@@ -137,7 +137,7 @@ async def test_http_target_retries_connection_errors_then_fails_clearly() -> Non
 async def test_http_target_times_out(scripted: type[Scripted]) -> None:
     s = scripted([(200, 1.0)])
     target = HttpTarget(HttpOptions(url=s.url, timeout=0.2))
-    with pytest.raises(TargetError, match="no answer within 0.2s"):
+    with pytest.raises(TargetError, match=r"no answer within 0\.2s"):
         await target.apply(SPEC, None)
     await target.aclose()
 
