@@ -84,13 +84,14 @@ class NacosClient:
             except httpx.HTTPError as exc:
                 last = f"{base}: {type(exc).__name__}"
                 continue
-            if r.status_code in (401, 403):
+            if r.status_code in (502, 503, 504):
+                last = f"{base}: HTTP {r.status_code}"
+                continue
+            if r.status_code != 200:
+                # 403 for an unknown user; Nacos 3.1 answers a wrong password with a 500
                 raise NacosAuthError(f"Nacos at {self.where} refused the credentials of user "
                                      f"{self.options.username!r} (HTTP {r.status_code}); "
                                      "fix source.username/source.password")
-            if r.status_code != 200:
-                last = f"{base}: HTTP {r.status_code}"
-                continue
             token = r.json().get("accessToken")
             if token:
                 self._token = str(token)
