@@ -92,7 +92,7 @@ def test_sd_notify_lifecycle(tmp_path: Path) -> None:
         gaps = [b - a for a, b in itertools.pairwise(pings)]
         assert max(gaps) >= WEDGE_SECONDS - 0.2, gaps
         assert pings[-1] > t_wedge + WEDGE_SECONDS, "the pings did not resume"
-        assert sum(1 for g in gaps if g > 0.6) == 1, gaps
+        assert sum(1 for g in gaps if g > 1.0) == 1, gaps  # one wedge, one gap
 
         # SIGTERM: STOPPING=1, then a clean exit
         code = env.daemon.stop()
