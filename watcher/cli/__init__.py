@@ -24,6 +24,7 @@ COMMANDS = (
     "validate",
     "schema",
     "publish",
+    "pull",
     "keygen",
     "sign",
 )

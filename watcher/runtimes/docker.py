@@ -90,6 +90,8 @@ class DockerRuntime:
         self.ctx = ctx
         self.engine = eng.EngineClient(opts.socket, api_version=opts.api_version)
         self._pins_path = ctx.state_dir / "docker-pins.json"
+        #: Also told about pull progress (the `pull` command's progress bar).
+        self.on_progress: eng.ProgressCallback | None = None
         self._auth = (
             eng.RegistryAuth(a.username, a.password, a.serveraddress)
             if (a := opts.registry_auth) else None
@@ -120,7 +122,8 @@ class DockerRuntime:
         try:
             progress = await self.engine.pull(pinned or image, auth=self._auth,
                                               timeout=self.opts.pull_timeout,
-                                              on_progress=_progress_logger(spec.name))
+                                              on_progress=_progress_logger(spec.name,
+                                                                           self.on_progress))
             ref = pinned or await self._pin(image, progress)
         except eng.EngineError as exc:
             raise RuntimeStartError(f"{spec.name}: {exc}") from exc
@@ -157,6 +160,10 @@ class DockerRuntime:
                 raise PolicyError(f"image {image} is not pinned to a digest after pull")
             return image
         return f"{repo}@{digest}"
+
+    def pinned(self, spec: ModelSpec) -> str | None:
+        """The digest reference `spec` runs as, once prepared."""
+        return self._pins().get(_pin_key(spec))
 
     def _pins(self) -> dict[str, str]:
         try:
@@ -371,10 +378,12 @@ def _bindable(host: str, port: int) -> bool:
     return True
 
 
-def _progress_logger(model: str) -> eng.ProgressCallback:
+def _progress_logger(model: str, also: eng.ProgressCallback | None) -> eng.ProgressCallback:
     last = [0.0]
 
     def report(p: eng.PullProgress) -> None:
+        if also is not None:
+            also(p)
         now = time.monotonic()
         if now - last[0] < 2.0:
             return

@@ -26,6 +26,8 @@ from pydantic import SecretStr
 log = logging.getLogger("watcher.runtimes.engine")
 
 API_VERSION = "v1.41"
+#: Stream statuses that mean a layer is in place.
+DONE = frozenset({"Download complete", "Pull complete", "Already exists"})
 
 
 class EngineError(Exception):
@@ -76,6 +78,8 @@ class PullProgress:
     status: str = ""
     digest: str | None = None
     events: int = 0
+    seen: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)
 
     @property
     def current(self) -> int:
@@ -239,9 +243,13 @@ def _fold(progress: PullProgress, doc: Mapping[str, Any]) -> None:
     if status.startswith("Digest: "):
         progress.digest = status.removeprefix("Digest: ").strip()
     layer, detail = doc.get("id"), doc.get("progressDetail")
+    if layer:
+        progress.seen.add(str(layer))
+        if status in DONE:
+            progress.done.add(str(layer))
     if layer and isinstance(detail, dict) and detail.get("total"):
         progress.layers[str(layer)] = (int(detail.get("current") or 0), int(detail["total"]))
-    elif layer and status in ("Download complete", "Pull complete", "Already exists"):
+    elif layer and status in DONE:
         _, total = progress.layers.get(str(layer), (0, 0))
         progress.layers[str(layer)] = (total, total)
 

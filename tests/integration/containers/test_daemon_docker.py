@@ -140,3 +140,37 @@ async def test_daemon_killed_mid_promote_converges_after_restart(
         assert list(read_weights(nginx.upstream_file).values()) == [100]
     finally:
         e.close()
+
+
+async def test_rollback_command_reruns_the_previous_digest_blue_green(env: Env) -> None:
+    r1 = env.publish("v1.0.0")
+    env.daemon.start()
+    await _wait(env.daemon.wait_applied, env.model, r1, 60)
+    r2 = env.publish("v1.1.0")
+    await _wait(env.daemon.wait_applied, env.model, r2, 60)
+    with LoadLoop(env.nginx.url + "/version") as load:
+        done = await _wait(env.daemon.cli, "rollback", env.model)
+        assert done.returncode == 0, done.stderr
+        await asyncio.sleep(0.3)
+    assert load.result.failed == 0, load.result.errors
+    assert env.serving() == "v1.0.0"
+    digest = env.images["v1.0.0"].digest
+    labels = env.podman.env.cli("inspect", "--format", "{{json .Config.Labels}}",
+                                *env.containers())
+    assert f"@{digest}" in labels
+
+
+def test_pull_command_prints_the_digest_and_a_progress_bar(env: Env) -> None:
+    doc = env.models.parent / "pull.yaml"
+    doc.write_text(yaml.safe_dump({"name": env.model, "version": "v1.1.0",
+                                   "runtime": {"image": env.images["v1.1.0"].ref},
+                                   "model": {"uri": "file:///srv/models/x"}}))
+    out = env.daemon.cli("pull", str(doc))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("@" + env.images["v1.1.0"].digest)
+    assert "[" in out.stderr and "%" in out.stderr
+    missing = doc.with_name("missing.yaml")
+    missing.write_text(doc.read_text().replace(":v1.1.0", ":v0.0.404"))
+    out = env.daemon.cli("pull", str(missing))
+    assert out.returncode == 1
+    assert "manifest unknown" in out.stderr

@@ -84,3 +84,15 @@ def test_demux_multiplexed_and_plain_logs() -> None:
     framed = b"\x01\0\0\0\0\0\0\x03out" + b"\x02\0\0\0\0\0\0\x04err\n"
     assert _demux(framed) == "outerr\n"
     assert _demux(b"plain text") == "plain text"
+
+
+def test_progress_bar_by_bytes_or_by_layers() -> None:
+    from watcher.cli.pull import bar
+
+    p = PullProgress("img")
+    _fold(p, {"status": "Downloading", "id": "l1", "progressDetail": {"current": 5, "total": 10}})
+    assert "50%" in bar(p) and "0.0/0.0 MB" in bar(p)
+    q = PullProgress("img")  # podman: no byte counts, only layer states
+    _fold(q, {"status": "Pulling fs layer", "id": "a", "progressDetail": {}})
+    _fold(q, {"status": "Already exists", "id": "b", "progressDetail": {}})
+    assert "1/2 layers" in bar(q) and "50%" in bar(q)
