@@ -1,7 +1,8 @@
 """`model-watcher once`: reconcile once and exit (cron, manual trigger, CI).
 
 Exit status: 0 everything applied or already in line, 1 a revision was rejected or failed,
-2 bad settings, 4 the config center could not be read.
+2 bad settings, 3 a daemon is running on this state (it reconciles already; two processes
+must never act on one server), 4 the config center could not be read.
 """
 
 from __future__ import annotations
@@ -29,8 +30,14 @@ def run(args: argparse.Namespace) -> int:
     from watcher.events import EventBus
     from watcher.state import State
 
+    state = State(settings.state_dir / "state.db")
+    daemon = state.status()["daemon"]
+    if daemon.get("running"):
+        print(f"model-watcher: a daemon (pid {daemon['pid']}) already reconciles "
+              f"{settings.state_dir}; not acting", file=sys.stderr)
+        return 3
+
     async def main() -> int:
-        state = State(settings.state_dir / "state.db")
         bus = EventBus()
         audit = AuditLog(settings.state_dir / "audit.jsonl")
         bus.subscribe(audit.on_event)

@@ -105,3 +105,6 @@ def test_once_exit_status_and_validate(env: Env) -> None:
     refused = env.daemon.cli("validate", str(path), "--environment", "production")
     assert refused.returncode == 1 and "'dev' channel" in refused.stderr
     assert json.loads(env.daemon.cli("schema").stdout)["title"] == "ModelSpec"
+    env.daemon.start()
+    busy = env.daemon.cli("once")
+    assert busy.returncode == 3 and "already reconciles" in busy.stderr
