@@ -105,3 +105,29 @@ def test_alerts_in_each_format_with_cooldown_retry_and_recovery(tmp_path: Path) 
         assert len(retries) == 3, [r["event"] for r in retries]
     finally:
         e.close()
+
+
+def test_source_down_longer_than_threshold_alerts_once_then_recovers(tmp_path: Path) -> None:
+    e = OpsEnv(tmp_path)
+    try:
+        e.daemon.settings["alerts"] = {
+            "notifiers": {"hook": {"kind": "webhook", "url": e.rx.base + "/hook"}},
+            "rules": [{"name": "source-down", "condition": "source_down", "threshold": 1.5,
+                       "notify": ["hook"], "cooldown": 0}],
+        }
+        missing = tmp_path / "not-yet"
+        e.daemon.settings["source"]["path"] = str(missing)
+        e.daemon.write_settings()
+        e.start()  # the directory does not exist: the source is down from the start
+        wait_until(lambda: e.rx.at("/hook"), 15, "the source-down alert")
+        first = e.rx.at("/hook")[0].json()
+        assert first["status"] == "firing" and first["subject"] == "source"
+        assert "does not exist" in first["text"]
+        missing.mkdir()
+        (missing / "demo.yaml").write_bytes(doc())
+        wait_until(lambda: len(e.rx.at("/hook")) >= 2, 15, "the recovery message")
+        msgs = [r.json()["status"] for r in e.rx.at("/hook")]
+        assert msgs == ["firing", "resolved"], msgs  # one outage: one message, then its end
+        e.daemon.wait_applied("demo")
+    finally:
+        e.close()
