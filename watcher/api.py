@@ -8,8 +8,8 @@
 
 HTTP/1.1 is parsed by h11 (a small, well-tested sans-I/O parser) on asyncio streams; no
 framework. Bodies are limited before they are read (Content-Length over the limit: 413 and the
-connection is closed), each read has a deadline, and the number of open connections is
-capped. Bound to settings.api.host, 127.0.0.1 by default.
+connection is closed), each read and each whole request has a deadline, and the number of
+open connections is capped. Bound to settings.api.host, 127.0.0.1 by default.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from watcher.webhook import ModelUpdatedHook, Refused, Verifier, WebhookSettings
 
 log = logging.getLogger("watcher.api")
 
-READ_TIMEOUT = 10.0
+READ_TIMEOUT = 10.0      # per read: an idle keep-alive connection is closed after this
+REQUEST_DEADLINE = 30.0  # a whole request, headers and body (no slow-loris hold)
 MAX_CONNECTIONS = 64
 MAX_HEADER_BYTES = 16 * 1024
 JSON_TYPE = "application/json"
@@ -71,6 +72,11 @@ class Api:
     async def _one_request(self, conn: h11.Connection, reader: asyncio.StreamReader,
                            writer: asyncio.StreamWriter, peer: str) -> bool:
         """Serve one request; False when the connection must close."""
+        async with asyncio.timeout(REQUEST_DEADLINE):
+            return await self._read_and_answer(conn, reader, writer, peer)
+
+    async def _read_and_answer(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter, peer: str) -> bool:
         event = await _next_event(conn, reader)
         if not isinstance(event, h11.Request):
             return False
