@@ -40,6 +40,9 @@ HEARTBEAT = 5.0
 def build(settings: Settings, state: State, bus: EventBus,
           audit: AuditLog | None = None) -> tuple[Source, Executor, Reconciler]:
     """Create the configured plug-ins and a reconciler over them (no I/O yet)."""
+    from watcher import verify
+
+    verify.load_trusted_keys(settings.trust.trusted_keys)  # a bad key fails at start (exit 2)
     ctx = plugins.PluginContext(state_dir=settings.state_dir, environment=settings.environment)
     source: Source = plugins.create("source", settings.source.options(), ctx)
     target = plugins.create("target", settings.target.options(), ctx) if settings.target else None

@@ -184,9 +184,11 @@ class State:
     def finish(self, row_id: int, outcome: str, reason: str | None = None,
                plan: str | None = None) -> None:
         assert outcome in OUTCOMES, outcome
+        # A revision that was rolled back away from is no longer a rollback target.
         self._exec(
-            "UPDATE revisions SET outcome=?, reason=?, plan=COALESCE(?, plan), finished_at=? WHERE id=?",
-            (outcome, reason, plan, time.time(), row_id),
+            "UPDATE revisions SET outcome=?, reason=?, plan=COALESCE(?, plan), finished_at=?,"
+            " stable=CASE WHEN ? = 'rolled_back' THEN 0 ELSE stable END WHERE id=?",
+            (outcome, reason, plan, time.time(), outcome, row_id),
         )
 
     def last_seen(self, model: str) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from watcher.errors import HealthGateError, RuntimeStartError
-from watcher.targets.v2repo import write_atomically  # temp file + fsync + rename
+from watcher.fsutil import write_atomically
 
 log = logging.getLogger("watcher.traffic")
 

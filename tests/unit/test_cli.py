@@ -30,3 +30,11 @@ def test_plugin_option_errors_name_the_field(tmp_path: Path) -> None:
     bad.write_text(f'state_dir = "{tmp_path}/s"\n[source]\nkind = "localdir"\npaht = "x"\n')
     out = run("--config", str(bad), "once")
     assert out.returncode == 2 and "source.paht: Extra inputs are not permitted" in out.stderr
+
+
+def test_bad_trusted_key_fails_at_start(tmp_path: Path) -> None:
+    bad = tmp_path / "w.toml"
+    bad.write_text(f'state_dir = "{tmp_path}/s"\n[source]\nkind = "localdir"\npath = "{tmp_path}"\n'
+                   f'[trust]\ntrusted_keys = ["{tmp_path}/missing.pub"]\n')
+    out = run("--config", str(bad), "once")
+    assert out.returncode == 2 and "trust.trusted_keys" in out.stderr and "Traceback" not in out.stderr

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from watcher.errors import RuntimeStartError
+from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
 from watcher.runtimes.base import Instance, StepCheck
 from watcher.spec import ModelSpec
@@ -46,11 +47,8 @@ class CommandRuntime:
         return cls(parse_options(CommandOptions, options, "runtime"), ctx.state_dir)
 
     def _spec_file(self, spec: ModelSpec) -> Path:
-        self.spec_dir.mkdir(parents=True, exist_ok=True)
         path = self.spec_dir / f"{spec.name}.json"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(spec.canonical(), indent=2))
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(spec.canonical(), indent=2).encode(), mode=0o600)
         return path
 
     async def _run(self, argv: list[str], spec: ModelSpec, revision: str) -> None:

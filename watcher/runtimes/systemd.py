@@ -27,10 +27,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from watcher.errors import HealthGateError, RuntimeStartError
+from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
 from watcher.runtimes.base import Instance, StepCheck
 from watcher.spec import ModelSpec
-from watcher.targets.v2repo import write_atomically
 
 log = logging.getLogger("watcher.runtimes.systemd")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

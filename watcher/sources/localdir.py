@@ -24,6 +24,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from watcher.errors import ConflictError, SourceUnavailable
+from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
 from watcher.sources.base import Change, Sink
 
@@ -168,10 +169,7 @@ class LocalDirSource:
                 raise ConflictError(
                     f"{key}: revision is {have or 'absent'}, not {if_revision}; re-read and retry"
                 )
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, path)
+        write_atomically(path, content)
         return revision_of(content)
 
     async def aclose(self) -> None:

@@ -36,9 +36,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from watcher.errors import TargetError
+from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
 from watcher.spec import Adapter, ModelSpec
-from watcher.targets.v2repo import admin_client, write_atomically
+from watcher.targets.v2repo import admin_client
 from watcher.verify import local_path
 
 log = logging.getLogger("watcher.targets.openai_lora")

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from watcher.errors import TargetError
+from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
 from watcher.spec import ModelSpec
 
@@ -54,9 +55,7 @@ class SignalTarget:
     async def apply(self, spec: ModelSpec, previous: ModelSpec | None) -> None:
         if self.options.spec_file is not None:
             path = Path(str(self.options.spec_file).replace("{name}", spec.name))
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(json.dumps(spec.canonical(), indent=2))
-            os.replace(tmp, path)
+            write_atomically(path, json.dumps(spec.canonical(), indent=2).encode())
         pid = self._pid()
         try:
             os.kill(pid, self._signal)

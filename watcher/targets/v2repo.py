@@ -24,8 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +33,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from watcher.errors import SettingsError, TargetError
+from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
 from watcher.spec import ModelSpec
 from watcher.verify import local_path
@@ -96,23 +95,6 @@ def render(spec: ModelSpec, default_implementation: str | None = None) -> dict[s
         parameters["extra"] = extra
     settings["parameters"] = parameters
     return settings
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def admin_client(token: SecretStr | None, timeout: float) -> httpx.AsyncClient:

@@ -153,7 +153,7 @@ def test_rollback_command_through_the_running_daemon(env: Env) -> None:
     assert env.served()["model"]["parameters"]["temperature"] == 0.1
     rows = env.daemon.history("demo")
     assert rows[0]["source"] == "rollback" and rows[0]["revision"] == r1
-    assert any(r["revision"] == r2 and r["outcome"] == "rolled_back" for r in rows)
+    assert any(r["revision"] == r2 and r["outcome"] == "rolled_back" and not r["stable"] for r in rows)
     assert any(a["action"] == "rolled_back" and a["by"].startswith("operator:") for a in env.daemon.audit())
     # The source still holds r2; the daemon must not re-apply it on its own.
     env.daemon.stop()
