@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from watcher.errors import PolicyError, RuntimeStartError
+from watcher.logs import register_secret
 from watcher.plugins import PluginContext, parse_options
 from watcher.runtimes import engine as eng
 from watcher.runtimes.base import Instance, StepCheck
@@ -96,6 +97,8 @@ class DockerRuntime:
             eng.RegistryAuth(a.username, a.password, a.serveraddress)
             if (a := opts.registry_auth) else None
         )
+        if self._auth is not None:
+            register_secret(self._auth.password.get_secret_value())  # masked in every log line
 
     @classmethod
     def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> DockerRuntime:

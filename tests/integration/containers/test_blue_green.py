@@ -74,6 +74,7 @@ async def test_stop_then_start_baseline_drops_requests(
             await _more_requests(load, 50)
     finally:
         await engine.aclose()
+        podman.env.cli("rm", "--force", "--time", "0", name, check=False)
     r = load.result
     print(f"stop-then-start: {r.sent} requests, {r.failed} failed ({dict(r.errors)}), "
           f"gap {result.gap_seconds:.3f}s")
