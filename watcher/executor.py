@@ -9,11 +9,12 @@ previous spec had to be put back).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import httpx
 
 from watcher.errors import ApplyError, HealthGateError, RuntimeStartError, TargetError
-from watcher.health import HealthCheck, gate
+from watcher.health import GateResult, HealthCheck, gate
 from watcher.plan import Plan
 from watcher.runtimes.base import Instance, Runtime
 from watcher.settings import Settings
@@ -35,6 +36,8 @@ class Executor:
         self.target = target
         self.runtime = runtime
         self._http = httpx.AsyncClient()
+        #: Told every gate verdict (the reconciler turns it into a HEALTH event).
+        self.on_health: Callable[[ModelSpec, GateResult], None] | None = None
 
     @property
     def hot_paths(self) -> tuple[str, ...] | None:
@@ -67,6 +70,8 @@ class Executor:
             return  # no health URL configured: the apply's own success is the signal
         with get_tracer().span("health_gate"):
             result = await gate(url, check, self._http)
+        if self.on_health is not None:
+            self.on_health(spec, result)
         if not result.ok:
             raise HealthGateError(result.reason)
 
@@ -111,9 +116,10 @@ class Executor:
     async def _restart(self, spec: ModelSpec, previous: ModelSpec | None, revision: str) -> None:
         runtime = self.runtime
         assert runtime is not None
-        old = [i for i in await runtime.instances(spec.name) if i.revision != revision]
+        before = await runtime.instances(spec.name)
         await runtime.prepare(spec)
         new = await runtime.start(spec, revision)
+        old = [i for i in before if i.id != new.id]
         try:
             await self.health(spec, new)
 
@@ -148,6 +154,13 @@ class Executor:
                 f"{exc.reason}; restarting {previous.version} failed too: {again.reason}"
             ) from again
         _rolled_back(exc)
+
+    async def restart(self, spec: ModelSpec, revision: str) -> None:
+        """Replace the running instance with a fresh one of the same spec (Alertmanager)."""
+        if self.runtime is None:
+            raise RuntimeStartError("a restart was requested, but no runtime is configured")
+        with get_tracer().span("apply", plan="restart"):
+            await self._restart(spec, spec, revision)
 
     async def remove(self, name: str) -> None:
         if self.target is not None:

@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from watcher import policy
 from watcher.audit import AuditLog
 from watcher.errors import ApplyError, RejectedError, WatcherError
 from watcher.events import Event, EventBus, Kind
 from watcher.executor import Executor
+from watcher.health import GateResult
 from watcher.plan import make_plan
 from watcher.quiescence import Quiescence
 from watcher.settings import Settings
@@ -65,6 +67,11 @@ class Reconciler:
         self._background: set[asyncio.Task[object]] = set()
         self.outcomes: list[Outcome] = []
         self.immediate = False  # `once`: no quiescence wait
+        executor.on_health = self._on_health
+
+    def _on_health(self, spec: ModelSpec, result: GateResult) -> None:
+        self.bus.emit(Event(Kind.HEALTH, spec.name, version=spec.version, reason=result.reason or None,
+                            fields={"ok": result.ok, "probes": result.probes}))
 
     # -- lifecycle -------------------------------------------------------------
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -232,8 +239,10 @@ class Reconciler:
             ctx = {"model": key, "revision": change.revision, "trace_id": trace_id}
             self.bus.emit(Event(Kind.SEEN, key, change.revision, trace_id=trace_id))
             started = time.monotonic()
-            applied = self.state.applied(key)
-            previous = ModelSpec.model_validate(applied.spec) if applied else None
+            with tracer.span("fetch", source=self.source_name):
+                # The source handed over the content; this takes it with the applied state.
+                applied = self.state.applied(key)
+                previous = ModelSpec.model_validate(applied.spec) if applied else None
             try:
                 with tracer.span("validate"):
                     assert change.content is not None
@@ -245,13 +254,14 @@ class Reconciler:
                 with tracer.span("verify"):
                     await self.executor.verify(spec)
             except RejectedError as exc:
-                self._reject(row, key, change.revision, exc.reason, trace_id)
+                self._reject(row, key, change.revision, exc, trace_id)
                 return
-            await self._apply(row, spec, previous, change.revision, started, ctx, by="source")
+            await self._apply(row, spec, previous, change.revision, started, ctx, by="source",
+                              observed_at=change.observed_at)
 
     async def _apply(self, row: int, spec: ModelSpec, previous: ModelSpec | None, revision: str,
                      started: float, ctx: dict[str, str | None], *, by: str,
-                     success_outcome: str = "applied") -> Outcome:
+                     success_outcome: str = "applied", observed_at: float | None = None) -> Outcome:
         key = spec.name
         tracer = get_tracer()
         trace_id = ctx.get("trace_id")
@@ -282,7 +292,7 @@ class Reconciler:
                       reason, extra={**ctx, "reason": reason})
             self.bus.emit(Event(Kind.FAILED, key, revision, spec.version, reason=reason,
                                 plan=str(plan), duration=time.monotonic() - started,
-                                trace_id=trace_id, fields={"by": by}))
+                                trace_id=trace_id, fields={"by": by, "error": type(exc).__name__}))
             if getattr(exc, "rolled_back", False) and previous is not None:
                 self.bus.emit(Event(Kind.ROLLED_BACK, key, revision, previous.version,
                                     reason=f"back to {previous.version} after: {reason}",
@@ -294,15 +304,20 @@ class Reconciler:
         duration = time.monotonic() - started
         log.info("%s@%s: applied version %s by %s in %.2fs", key, revision, spec.version, used,
                  duration, extra=ctx)
+        fields: dict[str, object] = {"by": by}
+        if observed_at is not None:
+            fields["observed_at"] = observed_at
         self.bus.emit(Event(Kind.APPLIED, key, revision, spec.version, plan=f"{used} ({plan.reason})",
-                            duration=duration, trace_id=trace_id, fields={"by": by}))
+                            duration=duration, trace_id=trace_id, fields=fields))
         return self._done(key, revision, success_outcome)
 
-    def _reject(self, row: int, key: str, revision: str, reason: str, trace_id: str | None) -> None:
+    def _reject(self, row: int, key: str, revision: str, exc: RejectedError, trace_id: str | None) -> None:
+        reason = exc.reason
         self.state.finish(row, "rejected", reason)
         log.error("%s@%s rejected: %s; the running server is untouched", key, revision, reason,
                   extra={"model": key, "revision": revision, "reason": reason})
-        self.bus.emit(Event(Kind.REJECTED, key, revision, reason=reason, trace_id=trace_id))
+        self.bus.emit(Event(Kind.REJECTED, key, revision, reason=reason, trace_id=trace_id,
+                            fields={"error": type(exc).__name__}))
         self._done(key, revision, "rejected", reason)
 
     async def _deleted(self, change: Change) -> None:
@@ -339,44 +354,79 @@ class Reconciler:
         Downgrades are allowed here, and only here; verification still runs.
         """
         async with self._lock(model):
+            with get_tracer().span("revision", model=model, revision=to_revision or "last-stable"):
+                return await self._rollback_locked(model, to_revision, by)
+
+    async def _rollback_locked(self, model: str, to_revision: str | None, by: str) -> Outcome:
+        applied = self.state.applied(model)
+        if to_revision is not None:
+            target = self.state.find_revision(model, to_revision)
+            if target is None:
+                raise RejectedError(f"{model}: no applied revision {to_revision} in history")
+        else:
+            target = self.state.last_stable(
+                model, before=applied.revision if applied else None
+            )
+            if target is None:
+                raise RejectedError(f"{model}: no earlier stable revision to roll back to")
+        spec = ModelSpec.model_validate(target["spec"])
+        previous = ModelSpec.model_validate(applied.spec) if applied else None
+        policy.check(spec, environment=self.settings.environment,
+                     settings=self.settings.policy, applied=previous, rollback=True)
+        await self.executor.verify(spec)
+        from_row = self.state.last_seen(model)
+        row = self.state.record_seen(model, target["revision"], source="rollback",
+                                     version=spec.version, spec=spec.canonical())
+        out = await self._apply(row, spec, previous, target["revision"], time.monotonic(),
+                                {"model": model, "revision": target["revision"],
+                                 "trace_id": get_tracer().trace_id()}, by=by)
+        if out.outcome in ("applied", "noop"):
+            if from_row is not None and from_row["id"] != row and applied is not None:
+                self.state.finish(from_row["id"], "rolled_back",
+                                  f"rolled back to {target['revision']} by {by}")
+            self.bus.emit(Event(Kind.ROLLED_BACK, model, target["revision"], spec.version,
+                                reason=f"rolled back from {applied.revision if applied else '-'}",
+                                fields={"by": by}))
+        return out
+
+    async def restart(self, model: str, by: str = "operator") -> Outcome:
+        """Restart the applied spec of `model` through the runtime (same revision)."""
+        async with self._lock(model):
             applied = self.state.applied(model)
-            if to_revision is not None:
-                target = self.state.find_revision(model, to_revision)
-                if target is None:
-                    raise RejectedError(f"{model}: no applied revision {to_revision} in history")
-            else:
-                target = self.state.last_stable(
-                    model, before=applied.revision if applied else None
-                )
-                if target is None:
-                    raise RejectedError(f"{model}: no earlier stable revision to roll back to")
-            spec = ModelSpec.model_validate(target["spec"])
-            previous = ModelSpec.model_validate(applied.spec) if applied else None
-            policy.check(spec, environment=self.settings.environment,
-                         settings=self.settings.policy, applied=previous, rollback=True)
-            await self.executor.verify(spec)
-            from_row = self.state.last_seen(model)
-            row = self.state.record_seen(model, target["revision"], source="rollback",
-                                         version=spec.version, spec=spec.canonical())
-            out = await self._apply(row, spec, previous, target["revision"], time.monotonic(),
-                                    {"model": model, "revision": target["revision"]}, by=by)
-            if out.outcome in ("applied", "noop"):
-                if from_row is not None and from_row["id"] != row and applied is not None:
-                    self.state.finish(from_row["id"], "rolled_back",
-                                      f"rolled back to {target['revision']} by {by}")
-                self.bus.emit(Event(Kind.ROLLED_BACK, model, target["revision"], spec.version,
-                                    reason=f"rolled back from {applied.revision if applied else '-'}",
-                                    fields={"by": by}))
-            return out
+            if applied is None:
+                raise RejectedError(f"{model}: nothing applied, nothing to restart")
+            spec = ModelSpec.model_validate(applied.spec)
+            try:
+                await self.executor.restart(spec, applied.revision)
+            except ApplyError as exc:
+                log.error("%s: restart requested by %s failed: %s", model, by, exc.reason,
+                          extra={"model": model, "reason": exc.reason})
+                self.bus.emit(Event(Kind.FAILED, model, applied.revision, spec.version, reason=exc.reason,
+                                    plan="restart", fields={"by": by, "error": type(exc).__name__}))
+                return Outcome(model, applied.revision, "failed", exc.reason)
+            if self.audit is not None:
+                self.audit.write("restarted", model=model, revision=applied.revision, version=spec.version, by=by)
+            log.info("%s: restarted at %s (requested by %s)", model, applied.revision, by, extra={"model": model})
+            return Outcome(model, applied.revision, "applied", "restarted")
+
+    def request_restart(self, model: str, by: str = "alertmanager") -> None:
+        """Schedule `restart` from any thread (Alertmanager's self-healing)."""
+        self._call(self._spawn_task, self.restart(model, by=by), f"restart:{model}")
+
+    def _spawn_task(self, coro: Coroutine[Any, Any, object], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._logged(coro, name), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _logged(self, coro: Coroutine[Any, Any, object], name: str) -> None:
+        try:
+            await coro
+        except WatcherError as exc:
+            log.error("%s refused: %s", name, exc.reason, extra={"reason": exc.reason})
 
     def request_resync(self, key: str | None = None) -> None:
         """Re-read one key (None: all) from the source now, e.g. after a webhook."""
-        self._call(self._spawn_resync, key)
-
-    def _spawn_resync(self, key: str | None) -> None:
-        task = asyncio.get_running_loop().create_task(self._resync(key))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._call(self._spawn_task, self._resync(key), f"resync:{key or '*'}")
 
     async def _resync(self, key: str | None) -> None:
         if self.source is None:
@@ -396,18 +446,4 @@ class Reconciler:
     def request_rollback(self, model: str, to_revision: str | None = None,
                          by: str = "operator") -> None:
         """Schedule a rollback from any thread (Alertmanager, requests table)."""
-        self._call(self._spawn_rollback, model, to_revision, by)
-
-    def _spawn_rollback(self, model: str, to_revision: str | None, by: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._rollback_logged(model, to_revision, by))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _rollback_logged(self, model: str, to_revision: str | None, by: str) -> None:
-        try:
-            out = await self.rollback(model, to_revision, by=by)
-            log.info("rollback of %s requested by %s: %s", model, by, out.outcome,
-                     extra={"model": model})
-        except WatcherError as exc:
-            log.error("rollback of %s requested by %s refused: %s", model, by, exc.reason,
-                      extra={"model": model, "reason": exc.reason})
+        self._call(self._spawn_task, self.rollback(model, to_revision, by=by), f"rollback:{model}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 
@@ -89,8 +90,8 @@ def test_model_updated_webhook_triggers_a_reread(ops_env: OpsEnv) -> None:
     assert len(refusals) == 5, refusals
 
 
-def alertmanager_payload(group: str, status: str = "firing") -> bytes:
-    labels = {"alertname": "ModelErrorRateHigh", "model": "demo", "action": "rollback",
+def alertmanager_payload(group: str, status: str = "firing", action: str = "rollback") -> bytes:
+    labels = {"alertname": "ModelErrorRateHigh", "model": "demo", "action": action,
               "severity": "critical"}
     return json.dumps({
         "version": "4", "groupKey": group, "truncatedAlerts": 0, "status": status,
@@ -140,3 +141,24 @@ def test_alertmanager_alert_rolls_back_once_per_group(ops_env: OpsEnv) -> None:
     assert e.daemon.status()["models"]["demo"]["applied_revision"] == r1
     s = e.scrape()
     assert s[("model_watcher_actions_total", (("action", "rollback"), ("result", "requested")))] == 1
+
+
+def test_alertmanager_restart_replaces_the_server_once(tmp_path: Path) -> None:
+    e = OpsEnv(tmp_path, runtime=True)
+    try:
+        r1 = e.write(doc())
+        e.start()
+        e.daemon.wait_applied("demo", r1)
+        pid = e.server.pid()
+        body = alertmanager_payload('{}:{alertname="Hung"}', action="restart")
+        auth = {"Authorization": f"Bearer {AM_TOKEN}"}
+        resp = httpx.post(e.api + "/hooks/alertmanager", content=body, headers=auth, timeout=5)
+        assert resp.json()["actions"] == [{"model": "demo", "action": "restart", "result": "requested"}]
+        wait_until(lambda: [a for a in e.daemon.audit() if a["action"] == "restarted"], 20, "the restart")
+        assert e.server.pid() != pid
+        assert e.server.config()["spec"]["model"]["parameters"]["temperature"] == 0.7
+        again = httpx.post(e.api + "/hooks/alertmanager", content=body, headers=auth, timeout=5)
+        assert again.json()["actions"][0]["result"] == "duplicate"
+        assert e.daemon.status()["models"]["demo"]["applied_revision"] == r1
+    finally:
+        e.close()
