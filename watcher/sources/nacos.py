@@ -14,8 +14,9 @@ Watch contract (sources/base.Source):
   `check_interval`. Lost -> `connectivity(False)` once per outage; back -> a fresh session
   (full re-read, snapshot), so nothing published meanwhile is missed. Every
   `resync_interval` a fresh session catches anything a push could have missed;
-* refused credentials: one ERROR and `connectivity(False)` naming them, then a quiet re-try
-  every `auth_retry_interval`, never a retry storm;
+* refused credentials: one ERROR and `connectivity(False)` naming them, then quiet re-tries
+  backing off from 1 s to `auth_retry_interval` (a Nacos that is still starting refuses good
+  credentials for a moment), never a retry storm;
 * a deleted config (a push or read of nothing) is a `Change(key, "deleted", None)`.
 
 Publisher: `publish(name, content, if_revision=md5)` uses Nacos's CAS (`casMd5`); a refusal
@@ -115,15 +116,19 @@ class NacosSource:
 
     async def watch(self, sink: Sink) -> None:
         backoff = 0.2
+        auth_backoff = 1.0
         while True:
             try:
                 await self._session(sink)
             except _Resync:
-                backoff = 0.2
+                backoff, auth_backoff = 0.2, 1.0
                 continue
             except NacosAuthError as exc:
+                # A starting Nacos refuses good credentials for a moment, so the first
+                # re-tries come soon; then rarely: one ERROR, never a retry storm.
                 self._auth_refused(sink, exc)
-                await asyncio.sleep(self.options.auth_retry_interval)
+                await asyncio.sleep(auth_backoff)
+                auth_backoff = min(auth_backoff * 2, self.options.auth_retry_interval)
             except SourceError as exc:
                 self._down(sink, exc.reason)
                 await asyncio.sleep(backoff)
@@ -206,7 +211,8 @@ class NacosSource:
     def _auth_refused(self, sink: Sink, exc: NacosAuthError) -> None:
         if not self._reported_auth:
             self._reported_auth = True
-            self._log.error("%s; retrying every %.0fs", exc.reason, self.options.auth_retry_interval)
+            self._log.error("%s; re-trying with backoff up to every %.0fs", exc.reason,
+                            self.options.auth_retry_interval)
         else:
             self._log.debug("credentials still refused: %s", exc.reason)
         if self._up is not False:

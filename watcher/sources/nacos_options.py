@@ -72,8 +72,8 @@ class NacosOptions(BaseModel):
     discovery_interval: float = Field(10.0, gt=0, description="re-list data ids (pattern mode)")
     check_interval: float = Field(1.0, gt=0, description="how often the connection is checked")
     max_backoff: float = Field(10.0, gt=0, description="cap of the reconnect backoff")
-    auth_retry_interval: float = Field(60.0, gt=0,
-                                       description="re-try refused credentials this rarely")
+    auth_retry_interval: float = Field(
+        60.0, gt=0, description="cap of the backoff re-trying refused credentials")
 
     @field_validator("server_addresses", mode="before")
     @classmethod
