@@ -21,12 +21,13 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
-from watcher.errors import SourceError, SourceUnavailable
+from watcher.errors import SettingsError, SourceError, SourceUnavailable
 from watcher.sources.nacos_options import NacosOptions
 
 SDK_LOGGER = "config"  # nacos-sdk-python's config module logger
@@ -53,9 +54,18 @@ class NacosClient:
         self._http = httpx.AsyncClient(timeout=options.timeout, verify=self._verify())
         self.where = ", ".join(options.server_addresses)
 
-    def _verify(self) -> Any:
+    def _verify(self) -> ssl.SSLContext | bool:
+        """TLS for the open API (login, listing), from the same files as the SDK's gRPC."""
         tls = self.options.tls
-        return str(tls.ca_file) if tls and tls.enabled and tls.ca_file else True
+        if not (tls and tls.enabled):
+            return True
+        try:
+            context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+            if tls.cert_file and tls.key_file:
+                context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"source.tls: cannot load TLS files: {exc}") from None
+        return context
 
     # -- connecting ----------------------------------------------------------------------
     async def check(self) -> None:

@@ -115,3 +115,9 @@ async def test_unreachable_server_is_source_unavailable(tmp_path: Path) -> None:
                 await source.publish("m", b"name: m\n")
         finally:
             await source.aclose()
+
+
+def test_unreadable_tls_files_are_a_settings_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as err:
+        NacosSource.create({"tls": {"ca_file": str(tmp_path / "missing-ca.pem")}}, ctx(tmp_path))
+    assert "source.tls" in err.value.reason
