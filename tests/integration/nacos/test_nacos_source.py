@@ -95,3 +95,23 @@ async def test_publish_compare_and_swap(nacos: NacosServer, group: str, make_sou
         assert nacos.get("other.yaml", group) is None
     finally:
         await source.aclose()
+
+
+async def test_namespace_is_respected(nacos: NacosServer, group: str, make_source: Make) -> None:
+    namespace = f"mw-{group.lower()}"
+    nacos.create_namespace(namespace)
+    md5_ns = nacos.put("m.yaml", "name: m\nin: namespace\n", group, namespace=namespace)
+    nacos.put("m.yaml", "name: m\nin: public\n", group)
+    await eventually(lambda: nacos.get("m.yaml", group, namespace), 10, "m.yaml to be readable")
+    for selector in ({"data_ids": ["m.yaml", "n.yaml"]}, {"data_id_pattern": "*.yaml"}):
+        source = make_source(namespace=namespace, **selector)
+        async with watching(source) as w:
+            await eventually(lambda: w.sink.of("snapshot"), 15, "the initial snapshot")
+            assert w.sink.state() == {"m": (md5_ns, b"name: m\nin: namespace\n")}, selector
+            md5_n = await source.publish("n", b"name: n\n")
+            await eventually(lambda: "n" in w.sink.state(), 15, "the publish to be pushed")
+            assert w.sink.state()["n"][0] == md5_n
+        assert nacos.get("n.yaml", group, namespace) is not None
+        assert nacos.get("n.yaml", group) is None
+        nacos.delete("n.yaml", group, namespace)
+        await eventually(lambda: nacos.get("n.yaml", group, namespace) is None, 10, "n deleted")
