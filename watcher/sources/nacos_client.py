@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
 from pathlib import Path
@@ -228,6 +229,19 @@ class NacosClient:
         _drop_log_handlers(self.dir)
 
 
+class _SdkRootRecords(logging.Filter):
+    """The SDK logs each failed reconnect attempt as an ERROR on the root logger; the
+    source reports outages itself (once), so those records become DEBUG of `v2.nacos`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if f"{os.sep}v2{os.sep}nacos{os.sep}" in record.pathname:
+            record.levelno, record.levelname, record.name = logging.DEBUG, "DEBUG", "v2.nacos"
+        return True
+
+
+_ROOT_FILTER = _SdkRootRecords()
+
+
 def _tcp_probe(host: str, port: int, timeout: float) -> None:
     with socket.create_connection((host, port), timeout=timeout):
         pass
@@ -259,6 +273,9 @@ async def _create_service(options: NacosOptions, root: Path) -> Any:
         builder = builder.tls_config(TLSConfig(
             enabled=True, ca_file=str(tls.ca_file or ""), cert_file=str(tls.cert_file or ""),
             key_file=str(tls.key_file or ""), server_name_override=tls.server_name_override))
+    root_logger = logging.getLogger()
+    if _ROOT_FILTER not in root_logger.filters:
+        root_logger.addFilter(_ROOT_FILTER)
     config = builder.build()
     config.disable_use_config_cache = True  # a failed read raises; no stale snapshot
     config.load_cache_at_start = False

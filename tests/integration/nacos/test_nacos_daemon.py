@@ -199,9 +199,12 @@ def test_nacos_stopped_while_running_then_a_change_after_its_return_is_applied(
     assert env.served()["model"]["parameters"]["temperature"] == 0.4
     wait_until(lambda: env.daemon.status()["daemon"]["source_up"] is True, 10, "source up")
     assert env.daemon.count("demo", r2, "applied") == 1
-    warnings = [r for r in env.daemon.log_records() if r.get("level") in ("WARNING", "warning")
+    records = env.daemon.log_records()
+    warnings = [r for r in records if r.get("level") in ("WARNING", "warning")
                 and "unreachable" in json.dumps(r)]
     assert len(warnings) == 1, warnings
+    errors = [r for r in records if r.get("level") in ("ERROR", "error")]
+    assert errors == [], "an outage is one WARNING, not a stream of SDK errors"
 
 
 def test_nacos_down_when_the_daemon_starts_keeps_the_last_good_and_converges(
