@@ -11,8 +11,8 @@ which is what makes a resume lossless and duplicate-free:
   to None, so the following run re-reads everything.
 
 Ends by raising: SourceError (retry with backoff, counts as an outage) or _Resync via
-`source.resync()` (start the next run at once: resync timer, compaction, a stream that broke
-after serving for a while - a failover rather than an outage).
+`source.resync()` (start the next run at once: resync timer, compaction, or a stream that
+broke - a failover rather than an outage, at most once per FREE_RECONNECT_EVERY seconds).
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("watcher.sources.etcd")
 
-#: A stream that served at least this long and then broke is reconnected at once.
-HEALTHY_AFTER = 1.0
+#: A broken stream is reconnected at once (a failover, not an outage) at most this often;
+#: more frequent breaks go through the backoff, so a flapping member cannot spin us.
+FREE_RECONNECT_EVERY = 5.0
 
 
 class WatchSession:
@@ -44,6 +45,7 @@ class WatchSession:
         self.gateway = source.gateway
         self.next_revision: int | None = None
         self._resync_at = 0.0
+        self._last_free_reconnect = -FREE_RECONNECT_EVERY
 
     async def run(self) -> None:
         if self.next_revision is None:
@@ -56,7 +58,6 @@ class WatchSession:
             log.debug("etcd snapshot of %d documents at revision %d", len(changes), revision)
         async with self.gateway.watch(self.source.prefix, self.next_revision) as stream:
             base = self.gateway.endpoint
-            started = time.monotonic()
             try:
                 await self._serve(stream, base)
             except TokenExpired:
@@ -64,8 +65,10 @@ class WatchSession:
                 self.source.resync()
             except SourceError as exc:
                 self.gateway.demote(base)
-                if time.monotonic() - started < HEALTHY_AFTER:
+                now = time.monotonic()
+                if now - self._last_free_reconnect < FREE_RECONNECT_EVERY:
                     raise
+                self._last_free_reconnect = now
                 log.info("etcd watch on %s ended (%s); resuming from revision %d elsewhere",
                          base, exc, self.next_revision)
                 self.source.resync()
