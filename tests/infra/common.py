@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,10 +24,29 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("MODEL_WATCHER_TEST_CACHE", ROOT / ".cache"))
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port BELOW the kernel's ephemeral range.
+
+    Servers that a test stops and starts again on the same port (etcd, Nacos, nginx) would
+    otherwise race with outgoing connections, whose source ports come from that range.
+    """
+    high = min(_ephemeral_low(), 65536) - 1
+    for _ in range(200):
+        port = random.randint(20000, max(20001, high))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def require_binary(name: str, hint: str) -> str:
