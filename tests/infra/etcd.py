@@ -37,6 +37,8 @@ class Tls:
     """A CA plus server and client certificates for 127.0.0.1, made by the test itself."""
 
     dir: Path
+    #: a CommonName for the client certificate (None: none, which etcd's gateway needs with auth)
+    client_cn: str | None = None
     ca: Path = field(init=False)
     server_cert: Path = field(init=False)
     server_key: Path = field(init=False)
@@ -72,9 +74,14 @@ class Tls:
     def _leaf(self, name: str, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
               now: dt.datetime, usage: list[x509.ObjectIdentifier]) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
+        # no CommonName on the client certificate: etcd's gateway refuses CN certificates
+        # while auth is enabled (see docs/etcd.md)
+        cn = name if name == "server" else self.client_cn
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else
+                            [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "model-watcher")])
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .subject_name(subject)
             .issuer_name(ca_cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))

@@ -101,6 +101,19 @@ def classify(code: int, message: str) -> SourceError:
     return GatewayRefused(message)
 
 
+def _not_json(response: httpx.Response) -> SourceError:
+    """A plain-text answer: a refusal by the gateway itself (4xx) or a sick member (5xx)."""
+    text = response.text[:160].strip()
+    if response.status_code >= 500:
+        return _MemberDown(f"HTTP {response.status_code}: {text!r}")
+    if "CommonName" in text:
+        # etcd >= 3.4.10 refuses gateway requests whose client certificate has a CN while
+        # auth is enabled (the CN would otherwise be ignored instead of used as the user)
+        text += ("; with etcd auth enabled, use a client certificate without a CommonName "
+                 "and authenticate with username/password")
+    return GatewayRefused(f"etcd refused the request (HTTP {response.status_code}): {text}")
+
+
 class EtcdGateway:
     """Talks to one etcd cluster through any of its members' JSON gateways."""
 
@@ -190,7 +203,7 @@ class EtcdGateway:
         try:
             data: dict[str, Any] = response.json()
         except ValueError:
-            raise _MemberDown(f"HTTP {response.status_code}: not JSON") from None
+            raise _not_json(response) from None
         if response.status_code != 200 or "error" in data:
             message = str(data.get("message") or data.get("error") or response.status_code)
             raise classify(int(data.get("code", 0)), message)

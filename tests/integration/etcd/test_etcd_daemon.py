@@ -19,7 +19,7 @@ import yaml
 
 from tests.infra.common import wait_until
 from tests.infra.daemon import DaemonHarness
-from tests.infra.etcd import EtcdCluster, TcpProxy
+from tests.infra.etcd import EtcdCluster, TcpProxy, Tls
 from tests.infra.model_server import ModelServer
 from tests.integration.etcd.conftest import etcd_state
 
@@ -239,3 +239,36 @@ def _try_put(cluster: EtcdCluster, key: str, content: bytes) -> int | None:
         return cluster.put(key, content)
     except RuntimeError:  # refused during the election: the caller retries
         return None
+
+
+def test_daemon_over_tls_with_auth_keeps_the_password_secret(tmp_path: Path) -> None:
+    tls = Tls(tmp_path / "pki")
+    cluster = EtcdCluster(tmp_path / "etcd", tls=tls).start()
+    prefix = "/model-watcher/models/"
+    password = "s3cret-etcd-pw-7781"
+    cluster.ctl("user", "add", "root:root-pw-1")
+    cluster.ctl("user", "add", f"watcher:{password}")
+    cluster.ctl("role", "add", "models-rw")
+    cluster.ctl("role", "grant-permission", "models-rw", "--prefix=true", "readwrite", prefix)
+    cluster.ctl("user", "grant-role", "watcher", "models-rw")
+    cluster.ctl("auth", "enable")
+    cluster.user = ("root", "root-pw-1")
+    env = EtcdEnv(tmp_path, cluster, prefix)
+    env.daemon.settings["source"].update(
+        username="watcher", ca_file=str(tls.ca), cert_file=str(tls.client_cert),
+        key_file=str(tls.client_key))
+    env.daemon.write_settings()
+    env.daemon.env["MODEL_WATCHER_SOURCE__PASSWORD"] = password  # kept out of the file
+    try:
+        env.daemon.start()
+        r1 = env.publish_ok(doc(version="v1.0.0"))
+        env.daemon.wait_applied("demo", r1)
+        r2 = str(cluster.put(prefix + "demo", doc(version="v1.0.1", temperature=0.4)))
+        env.daemon.wait_applied("demo", r2)
+        assert env.served()["model"]["parameters"]["temperature"] == 0.4
+        status = env.daemon.cli("status", "--json", check=True).stdout
+        assert password not in status and password not in env.daemon.config.read_text()
+        assert password not in env.daemon.logs()
+    finally:
+        env.close()
+        cluster.stop()

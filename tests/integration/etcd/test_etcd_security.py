@@ -108,3 +108,19 @@ async def test_tls_with_client_certificate(tmp_path: Path, make_source: type[Etc
         await untrusted.aclose()
     finally:
         cluster.stop()
+
+
+async def test_tls_client_cert_with_common_name_under_auth_is_explained(
+        tmp_path: Path, make_source: type[EtcdSource]) -> None:
+    tls = Tls(tmp_path / "pki", client_cn="watcher")
+    cluster = EtcdCluster(tmp_path, tls=tls).start()
+    try:
+        enable_auth(cluster)
+        source = make_source(endpoints=cluster.endpoints, prefix=PREFIX, ca_file=str(tls.ca),
+                             cert_file=str(tls.client_cert), key_file=str(tls.client_key),
+                             username="watcher", password="w-secret-9")
+        with pytest.raises(SourceError, match="without a CommonName"):
+            await source.read_all()
+        await source.aclose()
+    finally:
+        cluster.stop()
