@@ -3,8 +3,11 @@
 `Nginx(root, model)` runs `nginx -c FILE -p DIR` (master + one worker, no daemonizing) with
 a config that includes the managed upstream file `upstreams/{model}.conf` (a placeholder
 until the runtime writes it) and logs in the runtime's JSON format to `access-{model}.log`.
-`LoadLoop` sends GETs to 127.0.0.1 only, from a thread, bounded in count and time, and
-counts every request that did not get a 200.
+`LoadLoop` sends GETs to 127.0.0.1 only, from a thread, bounded in count and time, over a
+kept-alive connection like a real client, and counts every request that did not get a 200.
+Like browsers and Go's net/http, it re-sends a GET once when a kept-alive connection was
+closed before any response came back (nginx closes idle keep-alive connections of old
+workers on every reload; RFC 9112 section 9.3.1); those are counted in `stale_retries`.
 """
 
 from __future__ import annotations
@@ -112,10 +115,17 @@ class LoadResult:
     bodies: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    #: GETs re-sent once because a kept-alive connection closed before any response
+    #: (RFC 9112 9.3.1): nginx closes idle keep-alive connections of old workers on reload.
+    stale_retries: int = 0
 
     @property
     def ok(self) -> int:
         return self.sent - self.failed
+
+    def summary(self) -> str:
+        return (f"{self.sent} requests in {self.seconds:.1f}s, {self.failed} failed "
+                f"{dict(self.errors)}, {self.stale_retries} stale keep-alive re-sends")
 
 
 class LoadLoop:
@@ -154,7 +164,11 @@ class LoadLoop:
                    and time.monotonic() - started < self.max_seconds):
                 r.sent += 1
                 try:
-                    resp = client.get(self.url)
+                    try:
+                        resp = client.get(self.url)
+                    except (httpx.RemoteProtocolError, httpx.ReadError):
+                        r.stale_retries += 1  # closed before any response: safe to resend
+                        resp = client.get(self.url)
                     if resp.status_code == 200:
                         r.bodies[resp.text.strip()] += 1
                     else:

@@ -33,7 +33,7 @@ async def test_first_deploy_then_blue_green_under_load_has_zero_failures(
         second = await deploy(rt, make_spec(model, images["v1.1.0"]), "r2")
         await _more_requests(load, 50)
     result = load.result
-    print(f"blue/green: {result.sent} requests, {result.failed} failed, {dict(result.bodies)}")
+    print(f"blue/green: {result.summary()}, {dict(result.bodies)}")
     assert result.failed == 0, result.errors
     assert set(result.bodies) == {"v1.0.0", "v1.1.0"}
 
@@ -76,8 +76,7 @@ async def test_stop_then_start_baseline_drops_requests(
         await engine.aclose()
         podman.env.cli("rm", "--force", "--time", "0", name, check=False)
     r = load.result
-    print(f"stop-then-start: {r.sent} requests, {r.failed} failed ({dict(r.errors)}), "
-          f"gap {result.gap_seconds:.3f}s")
+    print(f"stop-then-start: {r.summary()}, gap {result.gap_seconds:.3f}s")
     assert r.failed > 0
     assert set(r.bodies) == {"v1.0.0", "v1.1.0"}
 

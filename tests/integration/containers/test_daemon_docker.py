@@ -90,7 +90,7 @@ async def test_daemon_replaces_blue_green_with_zero_failed_requests(env: Env) ->
         r2 = env.publish("v1.1.0")
         await _wait(env.daemon.wait_applied, env.model, r2, 60)
         await asyncio.sleep(0.3)
-    print(f"daemon blue/green: {load.result.sent} requests, {load.result.failed} failed")
+    print(f"daemon blue/green: {load.result.summary()}")
     assert load.result.failed == 0, load.result.errors
     assert set(load.result.bodies) == {"v1.0.0", "v1.1.0"}
     assert env.containers() == [f"mw-{env.model}-green"]
@@ -133,7 +133,7 @@ async def test_daemon_killed_mid_promote_converges_after_restart(
             e.daemon.start()
             await _wait(e.daemon.wait_applied, model, r2, 90)
             await asyncio.sleep(0.3)
-        print(f"kill -9 mid-promote: {load.result.sent} requests, {load.result.failed} failed")
+        print(f"kill -9 mid-promote: {load.result.summary()}")
         assert load.result.failed == 0, load.result.errors
         assert len(e.containers()) == 1
         assert e.serving() == "v1.1.0"
