@@ -14,6 +14,7 @@ import datetime as dt
 import ipaddress
 import os
 import select
+import signal
 import socket
 import ssl
 import subprocess
@@ -120,6 +121,7 @@ class EtcdMember:
         self.extra = list(extra or [])
         self.initial_cluster = f"{name}={self.peer_url}"
         self.proc: Proc | None = None
+        self.paused = False
 
     @property
     def url(self) -> str:
@@ -176,7 +178,18 @@ class EtcdMember:
         return "\n".join(self.proc.output().splitlines()[-lines:]) if self.proc else ""
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.alive()
+        return self.proc is not None and self.proc.alive() and not self.paused
+
+    def pause(self) -> None:
+        """SIGSTOP: the member hangs with its connections open (a hung or partitioned server)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        if self.proc is not None and self.paused:
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
 
     def kill9(self) -> None:
         if self.proc:
@@ -184,6 +197,7 @@ class EtcdMember:
             self.proc.stop()
 
     def stop(self) -> None:
+        self.resume()
         if self.proc:
             self.proc.stop()
 

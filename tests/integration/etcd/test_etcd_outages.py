@@ -129,3 +129,41 @@ async def test_cluster_leader_killed_during_publishes(tmp_path: Path,
         await publisher.aclose()
     finally:
         cluster.stop()
+
+
+async def test_hung_member_is_detected_and_left(tmp_path: Path,
+                                                make_source: type[EtcdSource]) -> None:
+    """A member that stops answering (SIGSTOP: the TCP connection stays open) is found out by
+    the keepalive probe, and the watch resumes on another member without loss."""
+    cluster = EtcdCluster(tmp_path, size=3).start()
+    prefix = "/model-watcher/models/"
+    hung = cluster.members[0]
+    try:
+        source = make_source(endpoints=cluster.endpoints, prefix=prefix)  # watches on m0 first
+        async with watching(source) as w:
+            await eventually(lambda: w.sink.snapshots, 10, "the initial snapshot")
+            assert source.gateway.endpoint == hung.url
+            hung.pause()
+            try:
+                started = time.monotonic()
+                for i in range(3):
+                    await asyncio.to_thread(_put_retrying, cluster, prefix + "alpha", f"a{i}")
+                expected = etcd_state(cluster, prefix)
+                await eventually(lambda: w.sink.state() == expected, 20, "the watch to move on")
+                assert time.monotonic() - started < 20
+                assert source.gateway.endpoint != hung.url
+                no_duplicates(w.sink.delivered_revisions())
+            finally:
+                hung.resume()
+    finally:
+        cluster.stop()
+
+
+def _put_retrying(cluster: EtcdCluster, key: str, value: str) -> None:
+    for _ in range(100):
+        try:
+            cluster.put(key, value)
+            return
+        except RuntimeError:
+            time.sleep(0.1)
+    raise AssertionError(f"put {key} never went through")
