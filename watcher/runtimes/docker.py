@@ -8,16 +8,15 @@
              back on the old one and HealthGateError; then drain, stop and remove the old one
     discard  move its traffic (if any) to a sibling first, then stop + remove; idempotent
 
-The pin for (model, version, image) is kept in `state_dir/docker-pins.json`, so a rollback
-re-runs the digest that ran before even if the tag has moved since. Works with Docker and
-with Podman's compatible socket (see engine.py for the differences it absorbs).
+Pulling and pinning live in docker_pull.py: a rollback re-runs the digest that ran before
+even if the tag has moved since. Works with Docker and with Podman's compatible socket
+(see engine.py for the differences it absorbs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import time
@@ -27,12 +26,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from watcher.errors import PolicyError, RuntimeStartError
+from watcher.errors import RuntimeStartError
 from watcher.logs import register_secret
 from watcher.plugins import PluginContext, parse_options
 from watcher.runtimes import engine as eng
 from watcher.runtimes.base import Instance, StepCheck
-from watcher.spec import ModelSpec, Version
+from watcher.runtimes.docker_pull import Puller
+from watcher.spec import ModelSpec
 from watcher.traffic import NginxOptions, NginxUpstream, StepPlan, switch
 
 log = logging.getLogger("watcher.runtimes.docker")
@@ -90,15 +90,14 @@ class DockerRuntime:
         self.opts = opts
         self.ctx = ctx
         self.engine = eng.EngineClient(opts.socket, api_version=opts.api_version)
-        self._pins_path = ctx.state_dir / "docker-pins.json"
-        #: Also told about pull progress (the `pull` command's progress bar).
-        self.on_progress: eng.ProgressCallback | None = None
         self._auth = (
             eng.RegistryAuth(a.username, a.password, a.serveraddress)
             if (a := opts.registry_auth) else None
         )
         if self._auth is not None:
             register_secret(self._auth.password.get_secret_value())  # masked in every log line
+        self.puller = Puller(self.engine, self._auth, ctx.state_dir, ctx.environment,
+                             timeout=opts.pull_timeout, require_digest=opts.require_digest)
 
     @classmethod
     def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> DockerRuntime:
@@ -117,78 +116,26 @@ class DockerRuntime:
 
     # -- prepare ---------------------------------------------------------------
     async def prepare(self, spec: ModelSpec) -> None:
-        """Pull the image and pin the digest; touches nothing running."""
-        image = self._image(spec)
-        key = _pin_key(spec)
-        pinned = self._pins().get(key)
-        started = time.monotonic()
-        try:
-            progress = await self.engine.pull(pinned or image, auth=self._auth,
-                                              timeout=self.opts.pull_timeout,
-                                              on_progress=_progress_logger(spec.name,
-                                                                           self.on_progress))
-            ref = pinned or await self._pin(image, progress)
-        except eng.EngineError as exc:
-            raise RuntimeStartError(f"{spec.name}: {exc}") from exc
-        log.info("%s: pulled %s in %.1fs, runs as %s", spec.name, image,
-                 time.monotonic() - started, ref, extra={"model": spec.name})
-        if pinned is None:
-            self._save_pin(key, ref)
-
-    def _image(self, spec: ModelSpec) -> str:
-        image = spec.runtime.image
-        if not image:
-            raise RuntimeStartError(f"{spec.name}: runtime.image is required by the docker runtime")
-        _, tag, _ = eng.split_reference(image)
-        if self.ctx.environment == "production":
-            for what in (tag, spec.version):
-                with contextlib.suppress(ValueError):
-                    if what and Version(what).channel == "dev":
-                        raise PolicyError(f"{spec.name}: {what!r} is a dev build, refused in "
-                                          "production")
-        return image
-
-    async def _pin(self, image: str, progress: eng.PullProgress) -> str:
-        """`repo@sha256:…` for what was just pulled; PolicyError when no digest is known."""
-        repo, _, digest = eng.split_reference(image)
-        digest = digest or progress.digest
-        if digest is None:
-            info = await self.engine.image_inspect(image)
-            found = sorted(d for d in info.get("RepoDigests") or [] if d.startswith(repo + "@"))
-            if len(found) > 1:
-                log.warning("%s has several digests here (%s); pinning the first", image, found)
-            digest = found[0].partition("@")[2] if found else None
-        if not digest:
-            if self.opts.require_digest:
-                raise PolicyError(f"image {image} is not pinned to a digest after pull")
-            return image
-        return f"{repo}@{digest}"
+        """Pull the image and pin the digest (see docker_pull); touches nothing running."""
+        await self.puller.prepare(spec)
 
     def pinned(self, spec: ModelSpec) -> str | None:
         """The digest reference `spec` runs as, once prepared."""
-        return self._pins().get(_pin_key(spec))
+        return self.puller.pinned(spec)
 
-    def _pins(self) -> dict[str, str]:
-        try:
-            data: dict[str, str] = json.loads(self._pins_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-        return data
+    @property
+    def on_progress(self) -> eng.ProgressCallback | None:
+        """Also told about pull progress (the `pull` command's progress bar)."""
+        return self.puller.on_progress
 
-    def _save_pin(self, key: str, ref: str) -> None:
-        pins = {**self._pins(), key: ref}
-        self._pins_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._pins_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(pins, indent=1, sort_keys=True))
-        tmp.replace(self._pins_path)
+    @on_progress.setter
+    def on_progress(self, callback: eng.ProgressCallback | None) -> None:
+        self.puller.on_progress = callback
 
     # -- start -----------------------------------------------------------------
     async def start(self, spec: ModelSpec, revision: str) -> Instance:
         """Create and start a container for `spec` beside the serving one."""
-        ref = self._pins().get(_pin_key(spec))
-        if ref is None:
-            await self.prepare(spec)
-            ref = self._pins()[_pin_key(spec)]
+        ref = self.puller.pinned(spec) or await self.puller.prepare(spec)
         try:
             return await self._start(spec, revision, ref)
         except eng.EngineError as exc:
@@ -368,10 +315,6 @@ def _instance(model: str, cid: str, labels: Mapping[str, str], host: str, *, nam
     )
 
 
-def _pin_key(spec: ModelSpec) -> str:
-    return f"{spec.name}|{spec.version}|{spec.runtime.image}"
-
-
 def _bindable(host: str, port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -379,19 +322,3 @@ def _bindable(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _progress_logger(model: str, also: eng.ProgressCallback | None) -> eng.ProgressCallback:
-    last = [0.0]
-
-    def report(p: eng.PullProgress) -> None:
-        if also is not None:
-            also(p)
-        now = time.monotonic()
-        if now - last[0] < 2.0:
-            return
-        last[0] = now
-        pct = f"{100 * p.current / p.total:.0f}%" if p.total else "-"
-        log.info("%s: pulling %s: %s %s", model, p.image, pct, p.status, extra={"model": model})
-
-    return report

@@ -61,7 +61,7 @@ async def test_dev_image_is_refused_in_production_before_any_pull(
     try:
         with pytest.raises(PolicyError, match="dev build"):
             await prod.prepare(make_spec(model, images["v1.4.0-dev"], version="v1.4.0"))
-        assert not prod._pins()
+        assert prod.pinned(make_spec(model, images["v1.4.0-dev"], version="v1.4.0")) is None
     finally:
         await prod.aclose()
 
