@@ -116,12 +116,13 @@ class NacosServer:
     """One standalone Nacos on loopback. `password` is the admin (`nacos`) password."""
 
     def __init__(self, home: Path, *, auth: bool = True, password: str | None = None,
-                 heap: str = "512m") -> None:
+                 heap: str = "512m", properties: dict[str, str] | None = None) -> None:
         self.home = home
         self.auth = auth
         self.username = ADMIN
         self.password = password or ("pw-" + secrets.token_urlsafe(12))
         self.heap = heap
+        self.extra = dict(properties or {})
         self.port = pick_main_port()
         self.grpc_port = self.port + GRPC_OFFSET
         self.url = f"http://127.0.0.1:{self.port}/nacos"
@@ -156,6 +157,7 @@ class NacosServer:
             "nacos.naming.empty-service.auto-clean": "true",
             "nacos.extension.ai.enabled": "false",
             "management.endpoints.web.exposure.include": "health",
+            **self.extra,
         }
         return "".join(f"{k}={v}\n" for k, v in props.items())
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 #: The revision a deleted document is reported with (the reconciler's own marker).
 DELETED = "deleted"
-_ADDRESS = re.compile(r"^(?:(?P<scheme>https?)://)?(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\s]+):(?P<port>\d{1,5})$")
+_ADDRESS = re.compile(r"^(?:(?P<scheme>https?)://)?(?P<host>[^:/\s\[\]]+):(?P<port>\d{1,5})$")
 
 
 def content_md5(content: str | bytes) -> str:
@@ -32,7 +32,8 @@ def key_of(data_id: str) -> str:
 
 
 class NacosTls(BaseModel):
-    """gRPC TLS, as far as nacos-sdk-python supports it (CA, client cert and key)."""
+    """gRPC TLS as nacos-sdk-python does it: it opens a CA, a client certificate and its key
+    (all three, so all three are required); the open API calls use the same files."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -43,9 +44,10 @@ class NacosTls(BaseModel):
     server_name_override: str = ""
 
     @model_validator(mode="after")
-    def _pairs(self) -> NacosTls:
-        if bool(self.cert_file) != bool(self.key_file):
-            raise ValueError("cert_file and key_file go together")
+    def _all_three(self) -> NacosTls:
+        if self.enabled and not (self.ca_file and self.cert_file and self.key_file):
+            raise ValueError("ca_file, cert_file and key_file are all needed "
+                             "(nacos-sdk-python's gRPC TLS opens all three)")
         return self
 
 
@@ -88,7 +90,8 @@ class NacosOptions(BaseModel):
         for address in value:
             m = _ADDRESS.match(address)
             if m is None or not 0 < int(m["port"]) < 65536:
-                raise ValueError(f"server address {address!r} must be host:port (port required)")
+                raise ValueError(f"server address {address!r} must be host:port (port required; "
+                                 "no IPv6 literals: the SDK splits on ':')")
         return value
 
     @field_validator("data_ids")
@@ -146,5 +149,5 @@ class NacosOptions(BaseModel):
         for address in self.server_addresses:
             m = _ADDRESS.match(address)
             assert m is not None
-            out.append((m["host"].strip("[]"), int(m["port"]) + self.grpc_port_offset))
+            out.append((m["host"], int(m["port"]) + self.grpc_port_offset))
         return out

@@ -37,7 +37,8 @@ async def test_registry_builds_a_source_and_publisher(tmp_path: Path) -> None:
     ({"data_ids": ["a.yaml"], "data_id_pattern": "*.yaml"}, "not both"),
     ({"data_ids": ["a.yaml", "a.json"]}, "same model"),
     ({"username": "nacos"}, "go together"),
-    ({"tls": {"cert_file": "/c.pem"}}, "go together"),
+    ({"tls": {"cert_file": "/c.pem"}}, "all needed"),
+    ({"server_addresses": ["[::1]:8848"]}, "IPv6"),
     ({"surprise": 1}, "source.surprise"),
     ({"timeout": 0}, "source.timeout"),
 ])
@@ -90,12 +91,12 @@ def test_data_id_selection_and_publishing_names() -> None:
 
 
 def test_urls_and_grpc_endpoints() -> None:
-    opts = NacosOptions(server_addresses="10.0.0.1:8848, https://nacos.example:9848,[::1]:8848")
-    assert opts.base_urls() == ["http://10.0.0.1:8848/nacos", "https://nacos.example:9848/nacos",
-                                "http://[::1]:8848/nacos"]
-    assert opts.grpc_endpoints() == [("10.0.0.1", 9848), ("nacos.example", 10848), ("::1", 9848)]
-    tls = NacosOptions(server_addresses=["n:8848"], context_path="/", tls={"ca_file": "/ca.pem"})
-    assert tls.base_urls() == ["https://n:8848"]
+    opts = NacosOptions(server_addresses="10.0.0.1:8848, https://nacos.example:9848")
+    assert opts.base_urls() == ["http://10.0.0.1:8848/nacos", "https://nacos.example:9848/nacos"]
+    assert opts.grpc_endpoints() == [("10.0.0.1", 9848), ("nacos.example", 10848)]
+    files = {"ca_file": "/ca.pem", "cert_file": "/c.pem", "key_file": "/k.pem"}
+    tls = NacosOptions(server_addresses=["n:8848", "http://m:8848"], context_path="/", tls=files)
+    assert tls.base_urls() == ["https://n:8848", "http://m:8848"]  # gRPC TLS, plain HTTP
 
 
 async def test_unreachable_server_is_source_unavailable(tmp_path: Path) -> None:
@@ -119,5 +120,6 @@ async def test_unreachable_server_is_source_unavailable(tmp_path: Path) -> None:
 
 def test_unreadable_tls_files_are_a_settings_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as err:
-        NacosSource.create({"tls": {"ca_file": str(tmp_path / "missing-ca.pem")}}, ctx(tmp_path))
+        NacosSource.create({"tls": {"ca_file": str(tmp_path / "missing-ca.pem"),
+                                    "cert_file": "/c.pem", "key_file": "/k.pem"}}, ctx(tmp_path))
     assert "source.tls" in err.value.reason
