@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -124,3 +126,23 @@ async def _until_serving(nginx: Nginx, body: str) -> None:
                     return
             await asyncio.sleep(0.05)
     raise AssertionError(f"nginx never served {body}")
+
+
+async def test_new_container_inherits_the_old_ones_settings_plus_the_spec(
+    make_runtime: RuntimeFactory, images: dict[str, BuiltImage], podman: PodmanService,
+    model: str, tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rt = make_runtime(env={"SHARED": "from-settings", "V": "0"}, binds=[f"{data}:/data:ro"])
+    await deploy(rt, make_spec(model, images["v1.0.0"], env={"V": "1"}, labels={"team": "a"}),
+                 "r1")
+    new = await deploy(rt, make_spec(model, images["v1.1.0"], env={"V": "2"}), "r2")
+    info = json.loads(podman.env.cli("inspect", new.info["name"]))[0]
+    env = dict(e.partition("=")[::2] for e in info["Config"]["Env"])
+    assert env["SHARED"] == "from-settings" and env["V"] == "2"
+    labels = info["Config"]["Labels"]
+    assert labels["team"] == "a"  # the old container's own label, carried over
+    assert labels["model-watcher.revision"] == "r2"
+    assert labels["model-watcher.version"] == "v1.1.0"
+    assert any(b.startswith(f"{data}:/data") for b in info["HostConfig"]["Binds"])
