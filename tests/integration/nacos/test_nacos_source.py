@@ -115,3 +115,13 @@ async def test_namespace_is_respected(nacos: NacosServer, group: str, make_sourc
         assert nacos.get("n.yaml", group) is None
         nacos.delete("n.yaml", group, namespace)
         await eventually(lambda: nacos.get("n.yaml", group, namespace) is None, 10, "n deleted")
+
+
+async def test_periodic_full_reread(nacos: NacosServer, group: str, make_source: Make) -> None:
+    md5_r = nacos.put("r.yaml", "name: r\n", group)
+    await eventually(lambda: nacos.get("r.yaml", group), 10, "r.yaml to be readable")
+    source = make_source(data_ids=["r.yaml"], resync_interval=1.0)
+    async with watching(source) as w:
+        await eventually(lambda: len(w.sink.of("snapshot")) >= 3, 15, "three full re-reads")
+        assert all(s["r"].revision == md5_r for s in w.sink.of("snapshot"))
+        assert not w.sink.of("down")
