@@ -18,7 +18,7 @@ from tests.infra.nginx import LoadLoop, Nginx
 from tests.infra.podman import PodmanEnv, PodmanService
 from tests.infra.registry import Registry
 from tests.integration.containers.conftest import RuntimeFactory, deploy, make_spec
-from watcher.errors import HealthGateError
+from watcher.errors import HealthGateError, RuntimeStartError
 from watcher.runtimes.engine import EngineClient, RegistryAuth
 from watcher.traffic import NginxOptions, NginxUpstream
 
@@ -146,3 +146,29 @@ async def test_new_container_inherits_the_old_ones_settings_plus_the_spec(
     assert labels["model-watcher.revision"] == "r2"
     assert labels["model-watcher.version"] == "v1.1.0"
     assert any(b.startswith(f"{data}:/data") for b in info["HostConfig"]["Binds"])
+
+
+async def test_name_conflict_podman_500_is_resolved_for_ours_and_refused_for_foreign(
+    make_runtime: RuntimeFactory, images: dict[str, BuiltImage], podman: PodmanService,
+    model: str,
+) -> None:
+    rt = make_runtime()
+    spec = make_spec(model, images["v1.0.0"])
+    await rt.prepare(spec)
+    ref = rt.pinned(spec)
+    assert ref is not None
+    name = f"mw-{model}-blue"
+    # a never-started container of ours holds the name: removed, then the name is reused
+    podman.env.cli("create", "--name", name, "--label", f"model-watcher.model={model}", ref)
+    inst = await rt.start(spec, "r1")
+    assert inst.info["name"] == name
+    await rt.discard(inst)
+    # a foreign container holds the name: refused, and left alone
+    podman.env.cli("create", "--name", name, ref)
+    try:
+        with pytest.raises(RuntimeStartError, match="did not create"):
+            await rt.start(spec, "r2")
+        assert podman.env.cli("ps", "-a", "--filter", f"name=^{name}$", "--format",
+                              "{{.Names}}").split() == [name]
+    finally:
+        podman.env.cli("rm", "--force", name, check=False)
