@@ -431,6 +431,12 @@ class Reconciler:
     async def _resync(self, key: str | None) -> None:
         if self.source is None:
             return
+        own = getattr(self.source, "request_resync", None)
+        if callable(own):
+            # The source re-reads inside its watch's order (etcd), so an older watch event
+            # cannot arrive after the newer state this read would bring.
+            own()
+            return
         try:
             changes = await self.source.read_all()
         except WatcherError as exc:

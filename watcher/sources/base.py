@@ -63,6 +63,10 @@ class Source(Protocol):
 
     async def aclose(self) -> None: ...
 
+    # Optional: `request_resync() -> None`. A source whose watch is ordered (etcd) offers it so
+    # that an on-demand re-read (webhook, operator) happens inside the watch's own order;
+    # without it the reconciler calls `read_all()` itself.
+
 
 @runtime_checkable
 class Publisher(Protocol):

@@ -19,6 +19,7 @@ with N ("0"/"" = must not exist); a mismatch raises ConflictError naming both re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -94,6 +95,8 @@ class EtcdSource:
                                    tls=options.tls())
         self._up: bool | None = None
         self._down_since = 0.0
+        #: Set by request_resync(); the watch session ends and re-reads in its own order.
+        self.resync_requested = asyncio.Event()
 
     @classmethod
     def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> EtcdSource:
@@ -156,6 +159,10 @@ class EtcdSource:
 
     def resync(self) -> None:
         raise _Resync
+
+    def request_resync(self) -> None:
+        """Re-read everything at the next moment the watch allows (webhook, operator)."""
+        self.resync_requested.set()
 
     # -- publishing ----------------------------------------------------------------------
 

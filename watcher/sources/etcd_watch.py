@@ -75,8 +75,9 @@ class WatchSession:
 
     async def _serve(self, stream: AsyncIterator[dict[str, Any]], base: str) -> None:
         """Consume the stream until it fails, the member stops answering, or resync is due."""
+        requested = asyncio.create_task(self.source.resync_requested.wait())
         tasks = {asyncio.create_task(self._consume(stream)),
-                 asyncio.create_task(self._keepalive(base))}
+                 asyncio.create_task(self._keepalive(base)), requested}
         timeout = max(0.0, self._resync_at - time.monotonic()) if self._resync_at else None
         try:
             done, _ = await asyncio.wait(tasks, timeout=timeout,
@@ -87,8 +88,10 @@ class WatchSession:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        if not done:
-            log.debug("etcd periodic resync")
+        if not done or requested in done:
+            # A full re-read inside the watch's own order: no older event can follow it.
+            self.source.resync_requested.clear()
+            log.debug("etcd resync (%s)", "requested" if done else "periodic")
             self.next_revision = None
             self.source.resync()
         for task in done:

@@ -82,6 +82,18 @@ async def test_periodic_resync_delivers_fresh_snapshots(etcd: EtcdCluster, prefi
         assert all(up for up, _ in w.sink.connectivity_edges)
 
 
+async def test_requested_resync_rereads_inside_the_watch(etcd: EtcdCluster, prefix: str,
+                                                         make_source: type[EtcdSource]) -> None:
+    etcd.put(prefix + "alpha", "a1")
+    source = make_source(endpoints=etcd.endpoints, prefix=prefix, resync_interval=0)
+    async with watching(source) as w:
+        await eventually(lambda: len(w.sink.snapshots) == 1, 10, "the first snapshot")
+        source.request_resync()
+        await eventually(lambda: len(w.sink.snapshots) == 2, 10, "a snapshot on request")
+        rev = etcd.put(prefix + "alpha", "a2")
+        await eventually(lambda: w.sink.state().get("alpha") == (str(rev), b"a2"), 10, "a2 after it")
+
+
 async def test_unreachable_endpoint_is_skipped(etcd: EtcdCluster, prefix: str,
                                                make_source: type[EtcdSource]) -> None:
     from tests.infra.common import free_port
