@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from watcher.errors import HealthGateError, RuntimeStartError
 from watcher.fsutil import write_atomically
+from watcher.proc import run_argv
 
 log = logging.getLogger("watcher.traffic")
 
@@ -144,22 +145,7 @@ class NginxUpstream:
             argv += ["-c", str(self.opts.conf)]
         if self.opts.prefix is not None:
             argv += ["-p", str(self.opts.prefix)]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-            )
-        except OSError as exc:
-            raise TrafficError(f"cannot run {argv[0]}: {exc}") from exc
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), self.opts.command_timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise TrafficError(f"{' '.join(argv)}: no exit within "
-                               f"{self.opts.command_timeout:g}s") from None
-        if proc.returncode != 0:
-            tail = out.decode(errors="replace").strip().splitlines()[-3:]
-            raise TrafficError(f"{' '.join(argv)} exited {proc.returncode}: {' | '.join(tail)}")
+        await run_argv(argv, seconds=self.opts.command_timeout, error=TrafficError)
 
     def _master(self) -> int | None:
         if self.opts.pid_file is None:

@@ -154,7 +154,7 @@ async def test_apply_restores_the_previous_file_when_nginx_refuses(tmp_path: Pat
     await NginxUpstream(o).apply({A: 100})
     assert read_weights(o.upstream_file) == {A: 100}
     bad = o.model_copy(update={"binary": "/bin/false"})
-    with pytest.raises(TrafficError, match="exited 1"):
+    with pytest.raises(TrafficError, match="exited with status 1"):
         await NginxUpstream(bad).apply({B: 100})
     assert read_weights(o.upstream_file) == {A: 100}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

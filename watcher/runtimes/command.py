@@ -11,7 +11,6 @@ MODEL_WATCHER_REVISION, MODEL_WATCHER_VERSION, MODEL_WATCHER_IMAGE); the spec's
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from watcher.errors import RuntimeStartError
 from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
+from watcher.proc import run_argv
 from watcher.runtimes.base import Instance, StepCheck
 from watcher.spec import ModelSpec
 
@@ -61,30 +61,7 @@ class CommandRuntime:
                "MODEL_WATCHER_MODEL": spec.name, "MODEL_WATCHER_REVISION": revision,
                "MODEL_WATCHER_VERSION": spec.version, "MODEL_WATCHER_IMAGE": values["image"]}
         log.info("running %s", args[0], extra={"model": spec.name, "revision": revision})
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *args, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )
-        except OSError as exc:
-            raise RuntimeStartError(f"cannot run {args[0]}: {exc.strerror}") from exc
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), self.options.timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise RuntimeStartError(
-                f"{args[0]} did not finish within {self.options.timeout:g}s"
-            ) from None
-        except asyncio.CancelledError:
-            proc.kill()
-            await proc.wait()
-            raise
-        if proc.returncode != 0:
-            tail = out.decode(errors="replace").strip().splitlines()[-3:]
-            raise RuntimeStartError(
-                f"{args[0]} exited with status {proc.returncode}: {' | '.join(tail)}"
-            )
+        await run_argv(args, seconds=self.options.timeout, error=RuntimeStartError, env=env)
 
     async def prepare(self, spec: ModelSpec) -> None:
         return None

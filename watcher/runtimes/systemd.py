@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from watcher.errors import HealthGateError, RuntimeStartError
 from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
+from watcher.proc import run_argv
 from watcher.runtimes.base import Instance, StepCheck
 from watcher.spec import ModelSpec
 
@@ -124,24 +125,8 @@ class SystemdRuntime:
         return dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
 
     async def _systemctl(self, *args: str) -> str:
-        argv = [*self.opts.systemctl, *args]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE)
-        except OSError as exc:
-            raise RuntimeStartError(f"cannot run {argv[0]}: {exc.strerror}") from exc
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.opts.timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise RuntimeStartError(f"{' '.join(argv)}: no exit within "
-                                    f"{self.opts.timeout:g}s") from None
-        if proc.returncode != 0:
-            raise RuntimeStartError(f"{' '.join(argv)} exited {proc.returncode}: "
-                                    f"{err.decode(errors='replace').strip()[-300:]}")
-        return out.decode(errors="replace")
+        return await run_argv([*self.opts.systemctl, *args], seconds=self.opts.timeout,
+                              error=RuntimeStartError)
 
 
 def render_env(spec: ModelSpec, revision: str) -> str:

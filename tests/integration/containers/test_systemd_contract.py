@@ -1,5 +1,5 @@
-"""The systemd runtime through the real daemon: restart in place, health gate, and repair by
-restarting the previous spec. `systemctl` is a stand-in over real processes (fake_systemctl),
+"""CONTRACT TEST of the systemd runtime through the real daemon: restart in place, health gate,
+and repair by restarting the previous spec. `systemctl` is a stand-in over real processes (fake_systemctl),
 since systemd cannot run as PID 1 on these machines; the model server is a real busybox httpd.
 """
 
