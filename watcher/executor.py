@@ -78,7 +78,7 @@ class Executor:
     # -- execute ---------------------------------------------------------------
     async def execute(self, plan: Plan, spec: ModelSpec, previous: ModelSpec | None,
                       revision: str) -> str:
-        """Apply `plan`; return how it was applied ("hot" or "restart")."""
+        """Apply `plan`; return how it was applied: "hot", "restart" or "restart [pinned image]"."""
         with get_tracer().span("apply", plan=plan.kind):
             if plan.kind == "hot" and self.target is not None:
                 try:
@@ -91,8 +91,10 @@ class Executor:
                                 exc.reason, extra={"model": spec.name, "revision": revision})
             if self.runtime is None:
                 raise RuntimeStartError(f"{plan} needs a restart, but no runtime is configured")
-            await self._restart(spec, previous, revision)
-            return "restart"
+            new = await self._restart(spec, previous, revision)
+            image = new.info.get("image")
+            # The pinned image that now runs goes into history and the audit trail.
+            return f"restart [{image}]" if image else "restart"
 
     async def _hot(self, spec: ModelSpec, previous: ModelSpec | None) -> None:
         assert self.target is not None
@@ -113,7 +115,7 @@ class Executor:
                 ) from again
             raise _rolled_back(exc) from None
 
-    async def _restart(self, spec: ModelSpec, previous: ModelSpec | None, revision: str) -> None:
+    async def _restart(self, spec: ModelSpec, previous: ModelSpec | None, revision: str) -> Instance:
         runtime = self.runtime
         assert runtime is not None
         before = await runtime.instances(spec.name)
@@ -136,6 +138,7 @@ class Executor:
         except ApplyError as exc:
             await self._recover_restart(runtime, new, spec, previous, exc)
             raise
+        return new
 
     async def _recover_restart(self, runtime: Runtime, new: Instance, spec: ModelSpec,
                                previous: ModelSpec | None, exc: ApplyError) -> None:

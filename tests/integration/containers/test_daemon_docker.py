@@ -94,6 +94,8 @@ async def test_daemon_replaces_blue_green_with_zero_failed_requests(env: Env) ->
     assert load.result.failed == 0, load.result.errors
     assert set(load.result.bodies) == {"v1.0.0", "v1.1.0"}
     assert env.containers() == [f"mw-{env.model}-green"]
+    row = env.daemon.wait_outcome(env.model, r2, "applied")
+    assert "@sha256:" in row["plan"], row["plan"]  # history names the pinned image that runs
 
 
 async def test_daemon_failed_gate_keeps_old_marks_failed_and_alerts(env: Env) -> None:
