@@ -15,7 +15,7 @@ from typing import Any
 
 from watcher import plugins
 from watcher.cli.common import settings_from_args
-from watcher.cli.validate import check_document
+from watcher.cli.validate import check_file
 from watcher.errors import ConflictError, RejectedError, SourceUnavailable
 
 
@@ -34,12 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     try:
-        raw = args.file.read_bytes()
-    except OSError as exc:
-        print(f"{args.file}: {exc.strerror}", file=sys.stderr)
-        return 1
-    try:
-        check_document(raw, settings, key=args.model, verify=args.verify)
+        raw, _ = check_file(args.file, settings, key=args.model, verify=args.verify)
     except RejectedError as exc:
         print(f"model-watcher: not published: {exc.reason}", file=sys.stderr)
         return 1

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from watcher import policy
 from watcher.cli.common import settings_from_args
-from watcher.errors import RejectedError
+from watcher.errors import DocumentError, RejectedError
 from watcher.settings import Settings
 from watcher.spec import ModelSpec, parse_document
 
@@ -25,6 +25,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--environment", "-e", help="environment whose policy applies")
     p.add_argument("--verify", action="store_true", help="also verify weights digest/signature")
     p.set_defaults(func=run)
+
+
+def check_file(path: Path, settings: Settings, *, key: str | None, verify: bool) -> tuple[bytes, ModelSpec]:
+    """Read `path`; raise RejectedError (with the reason) unless the daemon would accept it."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DocumentError(f"cannot read {path}: {exc.strerror}") from None
+    return raw, check_document(raw, settings, key=key, verify=verify)
 
 
 def check_document(raw: bytes, settings: Settings, *, key: str | None, verify: bool) -> ModelSpec:
@@ -41,12 +50,7 @@ def check_document(raw: bytes, settings: Settings, *, key: str | None, verify: b
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     try:
-        raw = args.file.read_bytes()
-    except OSError as exc:
-        print(f"{args.file}: {exc.strerror}", file=sys.stderr)
-        return 1
-    try:
-        spec = check_document(raw, settings, key=None, verify=args.verify)
+        _, spec = check_file(args.file, settings, key=None, verify=args.verify)
     except RejectedError as exc:
         print(f"{args.file}: invalid: {exc.reason}", file=sys.stderr)
         return 1
