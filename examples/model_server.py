@@ -136,18 +136,26 @@ def restart(args: argparse.Namespace) -> int:
     log = open(args.log, "ab") if args.log else subprocess.DEVNULL  # noqa: SIM115
     argv = [sys.executable, os.path.abspath(__file__), "serve", "--host", args.host,
             "--port", str(args.port), "--pidfile", str(pidfile)]
-    subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+    child = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
     import urllib.request
 
+    # Success means the process we started answers: not an old one still holding the port.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
+        if child.poll() is not None:
+            print(f"the new server exited with status {child.returncode} (port {args.port} in use?)",
+                  file=sys.stderr)
+            return 1
         try:
-            with urllib.request.urlopen(f"http://{args.host}:{args.port}/config", timeout=1):
-                print(f"restarted on port {args.port}")
-                return 0
-        except OSError:
-            time.sleep(0.05)
-    print("the restarted server did not come up within 10 s", file=sys.stderr)
+            with urllib.request.urlopen(f"http://{args.host}:{args.port}/config", timeout=1) as resp:
+                if json.load(resp).get("pid") == child.pid:
+                    print(f"restarted on port {args.port} as pid {child.pid}")
+                    return 0
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    print(f"the new server (pid {child.pid}) did not answer within 10 s", file=sys.stderr)
+    child.terminate()
     return 1
 
 

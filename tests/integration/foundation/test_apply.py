@@ -217,3 +217,17 @@ def test_sigterm_stops_promptly_and_cleanly(env: Env) -> None:
     assert time.monotonic() - started < 5
     assert "model-watcher stopped" in env.daemon.logs()
     assert env.daemon.status()["daemon"]["running"] is False
+
+
+def test_a_restart_whose_new_server_cannot_start_fails_and_the_old_keeps_serving(env: Env) -> None:
+    r1 = env.write(doc(flavor="small"))
+    env.daemon.start()
+    env.daemon.wait_applied("demo", r1)
+    # Another process holds the server's pidfile slot: the restart's new server cannot bind
+    # while the old one is alive, and the daemon must not take the old one's answers for success.
+    env.server.pidfile.write_text("999999")
+    r2 = env.write(doc(flavor="large", version="v1.1.0"))
+    row = env.daemon.wait_outcome("demo", r2, "failed")
+    assert "exited with status 1" in row["reason"]
+    assert env.served()["runtime"]["env"]["SERVER_FLAVOR"] == "small"
+    assert env.daemon.status()["models"]["demo"]["applied_revision"] == r1
