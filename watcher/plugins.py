@@ -89,5 +89,6 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"])
         path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "document")
-        parts.append(f"{path}: {err['msg']}")
+        msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        parts.append(f"{path}: {msg}")
     return "; ".join(parts)

@@ -31,7 +31,7 @@ def test_env_overrides_toml_with_nested_keys(tmp_path: Path, monkeypatch: pytest
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("[reconcile]\nwait_min = 5\nwait_max = 1\n", "reconcile: Value error, wait_min (5.0) must not exceed wait_max"),
+    ("[reconcile]\nwait_min = 5\nwait_max = 1\n", "reconcile: wait_min (5.0) must not exceed wait_max"),
     ("[reconcile]\nwait_mn = 1\n", "reconcile.wait_mn: Extra inputs are not permitted"),
     ("log_level = 'LOUD'\n", "log_level: Input should be"),
     ("[health]\nfailure_threshold = 0\n", "health.failure_threshold"),

@@ -37,7 +37,7 @@ async def test_registry_builds_a_source_and_publisher() -> None:
 @pytest.mark.parametrize(("options", "field"), [
     ({"endpoint": ["http://x"]}, "source.endpoint"),
     ({"endpoints": []}, "source.endpoints"),
-    ({"endpoints": ["127.0.0.1:2379"]}, "source.endpoints: Value error, endpoint"),
+    ({"endpoints": ["127.0.0.1:2379"]}, "source.endpoints: endpoint"),
     ({"timeout": 0}, "source.timeout"),
     ({"resync_interval": -1}, "source.resync_interval"),
     ({"prefix": ""}, "source.prefix"),
