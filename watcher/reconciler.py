@@ -61,6 +61,8 @@ class Reconciler:
         self._wake: dict[str, asyncio.Event] = {}
         self._handled: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Applies share one model server: a burst over many models must not overload it.
+        self._slots = asyncio.Semaphore(settings.reconcile.max_parallel)
         self._first_snapshot_keys: set[str] | None = None
         self._reconciled = False
         self._source_up: bool | None = None
@@ -206,10 +208,11 @@ class Reconciler:
                         continue  # another tick re-armed the window
                     except TimeoutError:
                         pass
-                change = self._pending.pop(key)
-                quiet.reset()
-                async with self._lock(key):
-                    await self._process(change)
+                async with self._slots:
+                    change = self._pending.pop(key)  # the latest, taken only once a slot is free
+                    quiet.reset()
+                    async with self._lock(key):
+                        await self._process(change)
         finally:
             if self._first_snapshot_keys is not None and not self._reconciled:
                 self._first_snapshot_keys.discard(key)

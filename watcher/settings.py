@@ -49,6 +49,7 @@ class ReconcileSettings(_Section):
     wait_max: float = Field(2.0, ge=0, description="quiescence: act at the latest after this")
     max_document_bytes: int = Field(256 * 1024, gt=0)
     on_delete: Literal["keep", "unload"] = "keep"
+    max_parallel: int = Field(4, ge=1, description="models applied at once (one model server is behind them all)")
     fallback_to_restart: bool = True
     shutdown_grace: float = Field(30.0, ge=0, description="SIGTERM: let the current step finish")
 

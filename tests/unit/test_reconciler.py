@@ -141,3 +141,24 @@ async def test_drain_cancels_work_past_the_grace(tmp_path: Path, grace: float) -
     await asyncio.sleep(0)
     await rec.drain(grace)
     assert target.applied == []
+
+
+async def test_applies_across_models_are_bounded(tmp_path: Path) -> None:
+    rec, target, _ = make(tmp_path, max_parallel=3, wait_min=0, wait_max=0)
+    running = peak = 0
+    orig = target.apply
+
+    async def slow_apply(spec: ModelSpec, previous: ModelSpec | None) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        await orig(spec, previous)
+        running -= 1
+
+    target.apply = slow_apply  # type: ignore[method-assign]
+    for i in range(20):
+        rec.changed(Change(f"m{i}", "r1", doc(0.1).replace(b"name: m", f"name: m{i}".encode())))
+    await asyncio.sleep(0)
+    await rec.idle()
+    assert len(target.applied) == 20 and peak == 3

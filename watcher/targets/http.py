@@ -1,8 +1,9 @@
 """`http` target: POST the spec (or its `model` section) to the server's admin endpoint.
 
 2xx is accepted; anything else is a TargetError carrying the server's answer. Only
-connection errors are retried (tenacity, exponential backoff): a request that reached the
-server is never repeated, since the server may have acted on it.
+connection-level failures (refused, reset, closed before an answer) are retried, with
+tenacity's exponential backoff: the body is the complete desired state, so a repeat is
+idempotent. An HTTP answer (any status) and a timeout are never retried.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from watcher.plugins import PluginContext, parse_options
 from watcher.spec import ModelSpec
 
 log = logging.getLogger("watcher.targets.http")
+#: Connection-level failures: nothing (or nothing usable) came back from the server.
+RETRIED = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 class HttpOptions(BaseModel):
@@ -53,7 +56,7 @@ class HttpTarget:
 
     async def _send(self, method: str, url: str, json: Any = None) -> httpx.Response:
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(httpx.ConnectError),
+            retry=retry_if_exception_type(RETRIED),
             stop=stop_after_attempt(self.options.retries),
             wait=wait_exponential_jitter(multiplier=0.2, max=5, jitter=0.2),
             reraise=True,

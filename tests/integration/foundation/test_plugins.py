@@ -127,6 +127,37 @@ async def test_http_target_does_not_retry_an_answered_request(scripted: type[Scr
     assert len(s.requests) == 1
 
 
+async def test_http_target_retries_a_connection_reset_before_any_answer() -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    seen: list[int] = []
+
+    def serve() -> None:
+        for n in range(2):
+            conn, _ = listener.accept()
+            conn.recv(65536)
+            seen.append(n)
+            if n == 0:  # reset without answering
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                conn.close()
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    target = HttpTarget(HttpOptions(url=f"http://127.0.0.1:{port}/reload", retries=3))
+    await target.apply(SPEC, None)
+    await target.aclose()
+    t.join(5)
+    listener.close()
+    assert seen == [0, 1]
+
+
 async def test_http_target_retries_connection_errors_then_fails_clearly() -> None:
     target = HttpTarget(HttpOptions(url=f"http://127.0.0.1:{free_port()}/reload", retries=2))
     with pytest.raises(TargetError, match="ConnectError"):
