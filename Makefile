@@ -22,3 +22,10 @@ unit: sync
 
 integration: deps sync
 	uv run --frozen pytest tests/integration
+
+bench: deps sync ## every benchmark at full size; figures go to stdout and bench/results/
+	uv run --frozen python -m bench.latency --source all --changes 200
+	uv run --frozen python -m bench.footprint --source all --models 1,100,1000 --seconds 60
+	uv run --frozen python -m bench.scale --source all --models 1000 --publishes 10000
+	uv run --frozen python -m bench.fanout --daemons 200
+	uv run --frozen python -m bench.availability
