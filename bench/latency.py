@@ -7,7 +7,9 @@ For each source, N hot-class changes are published one after another (each waits
 previous one to arrive, so nothing coalesces); the time is taken from just before the publish
 call to the moment the receiver (standing in for the model server's admin API) gets the POST.
 In the same run, for etcd, the same measurement for the minimal watcher possible:
-`etcdctl watch --prefix KEY -- sh -c 'curl ...'` (Debian etcd-client). confd is the other
+`etcdctl watch --prefix KEY -- sh -c 'curl ...'` (Debian etcd-client), and for Nacos a bare
+nacos-sdk-python listener forwarding each push (bench/baselines/nacos_listener.py); ratios are
+to the baseline of the same center (localdir's to etcdctl's). confd is the other
 baseline the issue names; its module is not served by the Go module proxy these machines
 reach (403), so it cannot be built here: the output says so.
 
@@ -88,6 +90,34 @@ def run_etcdctl(c: EtcdCenter, changes: int) -> dict[str, Any]:
         rx.close()
 
 
+def run_nacos_sdk(c: Any, changes: int) -> dict[str, Any]:
+    """The minimal Nacos watcher (one SDK listener forwarding each push) on the same server."""
+    import os
+    import sys
+
+    rx = Receiver()
+    data_id = "bench-baseline.yaml"
+    c.server.put(data_id, spec_doc("bench", 0), group=c.group)
+    env = {**os.environ, "NACOS_USER": c.server.username, "NACOS_PASSWORD": c.server.password}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.baselines.nacos_listener", "--server", c.server.address,
+                             "--group", c.group, "--data-id", data_id, "--post", rx.url + "/"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The listener fires first with the current content; then a change proves it is live.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and rx.count == 0:
+            c.server.put(data_id, spec_doc("bench", 0) + b"# warm\n", group=c.group)
+            time.sleep(1.0)
+        if rx.count == 0:
+            return {"status": "the SDK listener never delivered"}
+        samples = measure(lambda s: c.server.put(data_id, spec_doc("bench", s), group=c.group), rx, changes, 1)
+        return latency_stats(samples)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        rx.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", default="all", choices=["all", "localdir", "etcd", "nacos"])
@@ -102,18 +132,22 @@ def main() -> None:
                 results[f"model-watcher ({kind})"] = run_daemon(c, Path(tmp), args.changes, args.wait_min)
                 if isinstance(c, EtcdCenter):
                     results["etcdctl watch + curl (etcd)"] = run_etcdctl(c, args.changes)
+                if kind == "nacos":
+                    results["nacos-sdk listener + POST (nacos)"] = run_nacos_sdk(c, args.changes)
     results["confd (etcd)"] = {"status": CONFD_STATUS}
-    base = results.get("etcdctl watch + curl (etcd)", {})
     rows = []
     for name, r in results.items():
         if "p50_ms" not in r:
             rows.append([name, "-", "-", "-", "-", "-", r.get("status", "")])
             continue
+        # Each source against the minimal watcher of the same center (etcd: etcdctl; Nacos: its SDK).
+        base_name = "nacos-sdk listener + POST (nacos)" if "nacos" in name else "etcdctl watch + curl (etcd)"
+        base = results.get(base_name, {})
         ratio = (f"{r['p50_ms'] / base['p50_ms']:.2f}x / {r['p99_ms'] / base['p99_ms']:.2f}x"
                  if "p50_ms" in base else "-")
         rows.append([name, r["n"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"], ratio])
     text = table(f"publish-to-applied latency, {args.changes} changes, quiescence wait_min={args.wait_min}s",
-                 ["watcher", "n", "p50 ms", "p95 ms", "p99 ms", "max ms", "vs etcdctl p50 / p99"], rows)
+                 ["watcher", "n", "p50 ms", "p95 ms", "p99 ms", "max ms", "vs baseline p50 / p99"], rows)
     emit("latency", text, {"changes": args.changes, "wait_min": args.wait_min, "results": results})
 
 
