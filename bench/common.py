@@ -54,8 +54,9 @@ class Receiver:
                     outer.count += 1
                     if m:
                         outer.arrivals.setdefault(int(m.group(1)), now)
-                        if n:
-                            outer.last_by_name[n.group(1).decode()] = int(m.group(1))
+                        if n:  # highest wins: a late, timed-out older POST must not count as newest
+                            name, seq = n.group(1).decode(), int(m.group(1))
+                            outer.last_by_name[name] = max(seq, outer.last_by_name.get(name, -1))
                     outer._cond.notify_all()
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
