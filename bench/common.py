@@ -151,7 +151,7 @@ def machine() -> dict[str, Any]:
 def emit(name: str, text: str, data: dict[str, Any]) -> Path:
     """Print the table and the JSON; keep the JSON under bench/results/."""
     data = {"benchmark": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": machine(), "command": " ".join([Path(sys.executable).name, "-m", *sys.argv]), **data}
+            "machine": machine(), "command": " ".join(["python", "-m", f"bench.{name}", *sys.argv[1:]]), **data}
     print(text)
     print(json.dumps(data, indent=2, default=str))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,9 @@ def main() -> None:
             while time.monotonic() < deadline and any(applied_at(db, first) is None for db in dbs):
                 time.sleep(0.5)
             ready = sum(applied_at(db, first) is not None for db in dbs)
-            etcd_pid = etcd.members[0].proc.pid
+            member = etcd.members[0].proc
+            assert member is not None
+            etcd_pid = member.pid
             cpu0, _ = proc_sample(etcd_pid)
             time.sleep(2.0)  # settle
             t0 = time.time()
