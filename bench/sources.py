@@ -52,6 +52,27 @@ class EtcdCenter:
     def publish(self, name: str, content: bytes) -> None:
         self.cluster.put(self.prefix + name, content)
 
+    def publish_many(self, items: list[tuple[str, bytes]]) -> None:
+        """One transaction per batch of distinct keys: etcd fsyncs once per transaction, so a
+        burst of thousands of publishes takes seconds instead of minutes."""
+        import base64
+
+        def b64(raw: bytes) -> str:
+            return base64.b64encode(raw).decode()
+
+        batch: dict[str, bytes] = {}
+        for name, content in items:
+            if name in batch or len(batch) == 100:  # a txn may not put one key twice
+                self._txn(batch, b64)
+                batch = {}
+            batch[name] = content
+        if batch:
+            self._txn(batch, b64)
+
+    def _txn(self, batch: dict[str, bytes], b64: Any) -> None:
+        ops = [{"requestPut": {"key": b64((self.prefix + n).encode()), "value": b64(c)}} for n, c in batch.items()]
+        self.cluster.call("kv/txn", {"success": ops})
+
 
 class NacosCenter:
     kind = "nacos"
