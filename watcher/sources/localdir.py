@@ -147,7 +147,9 @@ class LocalDirSource:
         key = key_of(path)
         if key is None:
             return
-        current = self._files().get(key)
+        # Only the few names this key can have: re-listing the directory per event made a
+        # burst over 1,000 files take minutes (docs/performance.md).
+        current = next((p for ext in EXTENSIONS if (p := self.root / f"{key}{ext}").is_file()), None)
         change = self._read(current) if current else None
         if change is None:
             if key in seen:
