@@ -62,12 +62,7 @@ def burst(kind: str, root: Path, models: int, publishes: int, threads: int) -> d
                 many([(n, spec_doc(n, s)) for n, s in plan])
             else:
                 with ThreadPoolExecutor(threads) as pool:
-                    # Publishes of one model stay in order (one thread per model bucket).
-                    buckets: dict[int, list[tuple[str, int]]] = {}
-                    for name, seq in plan:
-                        buckets.setdefault(hash(name) % threads, []).append((name, seq))
-                    list(pool.map(lambda items: [c.publish(n, spec_doc(n, s)) for n, s in items],
-                                  buckets.values()))
+                    list(pool.map(run, buckets.values()))
             published_in = time.monotonic() - t0
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
