@@ -12,47 +12,24 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.infra.common import wait_until
-from tests.infra.daemon import DaemonHarness
 from tests.infra.etcd import EtcdCluster, TcpProxy, Tls
-from tests.infra.model_server import ModelServer
+from tests.infra.served import ServedDaemon, doc
 from tests.integration.etcd.conftest import etcd_state
 
 
-def doc(version: str = "v1.0.0", temperature: float = 0.7, name: str = "demo",
-        **extra: Any) -> bytes:
-    return yaml.safe_dump({
-        "name": name, "version": version,
-        "model": {"uri": f"file:///srv/models/{name}/{version}",
-                  "parameters": {"temperature": temperature}},
-        "metadata": {"model_id": f"{name}-{version}"}, **extra,
-    }).encode()
-
-
-class EtcdEnv:
+class EtcdEnv(ServedDaemon):
     """An etcd (shared or private), the example server, and a daemon watching a prefix."""
 
     def __init__(self, tmp: Path, etcd: EtcdCluster, prefix: str,
                  endpoints: list[str] | None = None) -> None:
-        self.tmp = tmp
         self.etcd = etcd
         self.prefix = prefix
-        self.server = ModelServer(tmp / "server").start()
-        self.daemon = DaemonHarness(tmp / "daemon", {
-            "source": {"kind": "etcd", "endpoints": endpoints or etcd.endpoints, "prefix": prefix,
-                       "timeout": 2.0, "max_backoff": 1.0, "keepalive_interval": 1.0},
-            **self.server.settings(),
-        })
-
-    def publish(self, content: bytes, *args: str, name: str = "demo") -> Any:
-        path = self.tmp / f"{name}-{abs(hash(content))}.yaml"
-        path.write_bytes(content)
-        return self.daemon.cli("publish", name, str(path), "--source", "etcd", *args)
+        super().__init__(tmp, {"kind": "etcd", "endpoints": endpoints or etcd.endpoints, "prefix": prefix,
+                               "timeout": 2.0, "max_backoff": 1.0, "keepalive_interval": 1.0})
 
     def publish_ok(self, content: bytes, name: str = "demo") -> str:
         result = self.publish(content, name=name)
@@ -60,14 +37,6 @@ class EtcdEnv:
         revision = result.stdout.strip()
         assert revision.isdigit(), result.stdout
         return revision
-
-    def served(self) -> dict[str, Any]:
-        spec: dict[str, Any] = self.server.config()["spec"] or {}
-        return spec
-
-    def close(self) -> None:
-        self.daemon.stop()
-        self.server.stop()
 
 
 @pytest.fixture

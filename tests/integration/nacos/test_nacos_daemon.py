@@ -16,47 +16,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.infra.common import wait_until
-from tests.infra.daemon import DaemonHarness
-from tests.infra.model_server import ModelServer
 from tests.infra.nacos_server import NacosServer
-
-
-def doc(version: str = "v1.0.0", temperature: float = 0.7, name: str = "demo",
-        **extra: Any) -> bytes:
-    return yaml.safe_dump({
-        "name": name, "version": version,
-        "model": {"uri": f"file:///srv/models/{name}/{version}",
-                  "parameters": {"temperature": temperature}},
-        "metadata": {"model_id": f"{name}-{version}"}, **extra,
-    }).encode()
+from tests.infra.served import ServedDaemon, doc
 
 
 def md5(content: bytes) -> str:
     return hashlib.md5(content, usedforsecurity=False).hexdigest()
 
 
-class NacosEnv:
+class NacosEnv(ServedDaemon):
     """The shared Nacos, the example server, and a daemon watching one group."""
 
     def __init__(self, tmp: Path, nacos: NacosServer, group: str, **source: Any) -> None:
-        self.tmp = tmp
         self.nacos = nacos
         self.group = group
-        self.server = ModelServer(tmp / "server").start()
-        self.daemon = DaemonHarness(tmp / "daemon", {
-            "source": {"kind": "nacos", "server_addresses": [nacos.address], "group": group,
-                       "username": nacos.username, "password": nacos.password,
-                       "timeout": 3.0, "max_backoff": 1.0, "check_interval": 0.5, **source},
-            **self.server.settings(),
-        })
-
-    def publish(self, content: bytes, *args: str, name: str = "demo") -> Any:
-        path = self.tmp / f"{name}-{md5(content)}.yaml"
-        path.write_bytes(content)
-        return self.daemon.cli("publish", name, str(path), "--source", "nacos", *args)
+        super().__init__(tmp, {"kind": "nacos", "server_addresses": [nacos.address], "group": group,
+                               "username": nacos.username, "password": nacos.password,
+                               "timeout": 3.0, "max_backoff": 1.0, "check_interval": 0.5, **source})
 
     def publish_ok(self, content: bytes, name: str = "demo") -> str:
         result = self.publish(content, name=name)
@@ -64,14 +42,6 @@ class NacosEnv:
         revision = str(result.stdout.strip())
         assert revision == md5(content), result.stdout
         return revision
-
-    def served(self) -> dict[str, Any]:
-        spec: dict[str, Any] = self.server.config()["spec"] or {}
-        return spec
-
-    def close(self) -> None:
-        self.daemon.stop()
-        self.server.stop()
 
 
 @pytest.fixture
