@@ -55,6 +55,24 @@ def key_of(path: Path) -> str | None:
 CONTENT_EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"})
 
 
+#: The one signal watchdog gives when the kernel's inotify queue overflowed (events lost):
+#: a WARNING from this logger. Non-recursive watches get no event for it.
+OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
+RESCAN = Path("")  # queue sentinel: re-read everything
+
+
+class _OverflowSignal(logging.Handler):
+    """Turns watchdog's overflow warning into a full re-read (thread-safe)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Path]) -> None:
+        super().__init__(logging.WARNING)
+        self._loop, self._queue = loop, queue
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, RESCAN)
+
+
 class _Handler(FileSystemEventHandler):
     """Runs in watchdog's thread: only hands paths to the loop."""
 
@@ -124,6 +142,8 @@ class LocalDirSource:
             await asyncio.sleep(1.0)
         observer = Observer()
         observer.schedule(_Handler(loop, queue), str(self.root), recursive=False)
+        overflow = _OverflowSignal(loop, queue)
+        logging.getLogger(OVERFLOW_LOGGER).addHandler(overflow)
         observer.start()
         try:
             snapshot = await self.read_all()
@@ -131,15 +151,21 @@ class LocalDirSource:
             sink.snapshot(snapshot)
             interval = self.options.resync_interval or None
             while True:
+                path: Path | None
                 try:
                     path = await asyncio.wait_for(queue.get(), interval)
                 except TimeoutError:
+                    path = None  # the periodic re-read
+                if path is None or path == RESCAN:
+                    if path == RESCAN:
+                        log.warning("inotify dropped events; re-reading %s now", self.root)
                     snapshot = await self.read_all()
                     seen = {k: c.revision for k, c in snapshot.items()}
                     sink.snapshot(snapshot)
                     continue
                 self._on_path(path, seen, sink)
         finally:
+            logging.getLogger(OVERFLOW_LOGGER).removeHandler(overflow)
             observer.stop()
             await asyncio.to_thread(observer.join, 5)
 

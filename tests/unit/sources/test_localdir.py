@@ -117,3 +117,16 @@ async def test_publish_is_atomic_and_compare_and_swap(tmp_path: Path) -> None:
 async def test_missing_directory_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(SourceUnavailable, match="does not exist"):
         await LocalDirSource(LocalDirOptions(path=tmp_path / "nope")).read_all()
+
+
+async def test_an_inotify_overflow_triggers_a_full_reread(watched: tuple[Path, Recorder]) -> None:
+    import logging
+
+    from watcher.sources.localdir import OVERFLOW_LOGGER
+
+    _, rec = watched
+    assert len(rec.snapshots) == 1  # resync_interval=0: no periodic re-reads
+    # What watchdog logs (from its inotify thread) when the kernel dropped events.
+    logging.getLogger(OVERFLOW_LOGGER).warning("Inotify queue overflowed; filesystem events were lost")
+    await rec.until(lambda: len(rec.snapshots) == 2)
+    assert list(rec.snapshots[1]) == ["a"]
