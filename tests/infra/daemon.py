@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -209,10 +208,3 @@ class DaemonHarness:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def wait_for(predicate: Any, timeout: float = 10, what: str = "condition") -> Any:
-    return wait_until(predicate, timeout, what)
-
-
-def now() -> float:
-    return time.time()

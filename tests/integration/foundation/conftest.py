@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.infra.daemon import DaemonHarness
-from tests.infra.model_server import ModelServer
+from tests.infra.served import ServedDaemon
 
 
 def doc(version: str = "v1.0.0", temperature: float = 0.7, flavor: str = "small", name: str = "demo",
@@ -24,17 +23,13 @@ def doc(version: str = "v1.0.0", temperature: float = 0.7, flavor: str = "small"
     }).encode()
 
 
-class Env:
+class Env(ServedDaemon):
     """A models directory, a real example server and a daemon watching the directory."""
 
     def __init__(self, tmp: Path) -> None:
         self.models = tmp / "models"
         self.models.mkdir()
-        self.server = ModelServer(tmp / "server").start()
-        self.daemon = DaemonHarness(tmp / "daemon", {
-            "source": {"kind": "localdir", "path": str(self.models), "resync_interval": 5},
-            **self.server.settings(),
-        })
+        super().__init__(tmp, {"kind": "localdir", "path": str(self.models), "resync_interval": 5})
 
     def write(self, content: bytes, name: str = "demo", suffix: str = ".yaml") -> str:
         """Write atomically like an editor doing save-by-rename; return the revision."""
@@ -45,14 +40,6 @@ class Env:
         tmp.write_bytes(content)
         tmp.replace(path)
         return revision_of(content)
-
-    def served(self) -> dict[str, Any]:
-        spec: dict[str, Any] = self.server.config()["spec"] or {}
-        return spec
-
-    def close(self) -> None:
-        self.daemon.stop()
-        self.server.stop()
 
 
 @pytest.fixture
