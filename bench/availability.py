@@ -79,8 +79,8 @@ class Load:
 
 def bench_mlserver(root: Path) -> dict[str, Any]:
     from tests.infra.mlserver import IMPLEMENTATION, MLServer, infer_body, train_models
+    from watcher.core.spec import ModelSpec
     from watcher.plugins import PluginContext, create
-    from watcher.spec import ModelSpec
 
     first, second = train_models(root / "models")
     out: dict[str, Any] = {}
@@ -109,8 +109,8 @@ def bench_gunicorn(root: Path) -> dict[str, Any]:
     import json
 
     from tests.infra.gunicorn_app import Gunicorn
+    from watcher.core.spec import ModelSpec
     from watcher.plugins import PluginContext, create
-    from watcher.spec import ModelSpec
 
     cfg = root / "gunicorn.json"
     spec = {"name": "g", "version": "v1.0.0", "model": {"uri": "file:///m", "parameters": {"t": 0.1}}}
@@ -144,11 +144,11 @@ def bench_containers(root: Path) -> dict[str, Any]:
     from tests.infra.nginx import Nginx
     from tests.infra.podman import PodmanEnv, PodmanService
     from tests.infra.registry import Registry
+    from watcher.core.spec import ModelSpec
     from watcher.plugins import PluginContext
+    from watcher.routers.nginx import NginxOptions, NginxUpstream
     from watcher.runtimes.docker import DockerRuntime
     from watcher.runtimes.engine import EngineClient, RegistryAuth
-    from watcher.spec import ModelSpec
-    from watcher.traffic import NginxOptions, NginxUpstream
 
     out: dict[str, Any] = {}
     reg = Registry(root / "registry").start()

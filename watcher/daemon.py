@@ -22,25 +22,25 @@ from pathlib import Path
 from typing import Any
 
 from watcher import plugins
-from watcher.audit import AuditLog
-from watcher.errors import SettingsError, SourceUnavailable, WatcherError
-from watcher.events import Event, EventBus, Kind
-from watcher.executor import Executor
-from watcher.reconciler import Reconciler
+from watcher.core.errors import SettingsError, SourceUnavailable, WatcherError
+from watcher.core.events import Event, EventBus, Kind
+from watcher.core.executor import Executor
+from watcher.core.reconciler import Reconciler
+from watcher.core.state import State
+from watcher.observability.audit import AuditLog
 from watcher.settings import Settings, load_settings
 from watcher.sources.base import Source
-from watcher.state import State
 
 log = logging.getLogger("watcher.daemon")
-FEATURES = ("watcher.notify", "watcher.metrics", "watcher.api", "watcher.alerts",
-            "watcher.tracing_otel")
+FEATURES = ("watcher.observability.sd_notify", "watcher.observability.metrics", "watcher.api.server", "watcher.alerts",
+            "watcher.observability.tracing_otel")
 HEARTBEAT = 5.0
 
 
 def build(settings: Settings, state: State, bus: EventBus,
           audit: AuditLog | None = None) -> tuple[Source, Executor, Reconciler]:
     """Create the configured plug-ins and a reconciler over them (no I/O yet)."""
-    from watcher import verify
+    from watcher.core import verify
 
     verify.load_trusted_keys(settings.trust.trusted_keys)  # a bad key fails at start (exit 2)
     ctx = plugins.PluginContext(state_dir=settings.state_dir, environment=settings.environment)

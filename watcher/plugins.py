@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from watcher.errors import PluginError, SettingsError
+from watcher.core.errors import PluginError, SettingsError
 
 SOURCES: dict[str, str] = {
     "localdir": "watcher.sources.localdir:LocalDirSource",

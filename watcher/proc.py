@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
-from watcher.errors import WatcherError
+from watcher.core.errors import WatcherError
 
 
 async def run_argv(argv: Sequence[str], *, seconds: float, error: type[WatcherError],

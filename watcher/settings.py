@@ -22,8 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from watcher.errors import SettingsError
-from watcher.health import HealthCheck
+from watcher.core.errors import SettingsError
+from watcher.core.health import HealthCheck
 from watcher.plugins import format_validation_error
 
 DEFAULT_PATHS = (Path("/etc/model-watcher/watcher.toml"), Path("config/watcher.toml"))

@@ -124,7 +124,7 @@ class DaemonHarness:
         )
 
     def _state(self) -> Any:
-        from watcher.state import State
+        from watcher.core.state import State
 
         db = Path(self.settings["state_dir"]) / "state.db"
         if not db.exists():

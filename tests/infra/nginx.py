@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from tests.infra.common import Proc, free_port, require_binary, wait_until
-from watcher.traffic import log_format_name
+from watcher.routers.nginx import log_format_name
 
 HINT = "Debian package nginx (scripts/deps/40-containers.sh)"
 

@@ -16,10 +16,10 @@ from tests.infra.receiver import Receiver
 from watcher import alerts
 from watcher.alerts.formats import NotifierSettings, check_answer, render
 from watcher.alerts.rules import Engine, Notification, Rule
-from watcher.errors import SettingsError
-from watcher.events import Event, EventBus, Kind
-from watcher.metrics import metrics_for
-from watcher.webhook import Verifier, WebhookSettings
+from watcher.api.webhook import Verifier, WebhookSettings
+from watcher.core.errors import SettingsError
+from watcher.core.events import Event, EventBus, Kind
+from watcher.observability.metrics import metrics_for
 
 ROBOT_SECRET = "SECunit-robot-secret-0123456789"
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.errors import SettingsError
+from watcher.core.errors import SettingsError
 from watcher.settings import load_settings
 
 

@@ -32,10 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from watcher.alerts.delivery import Dispatcher
 from watcher.alerts.formats import NotifierSettings
 from watcher.alerts.rules import Engine, Notification, Rule
-from watcher.errors import SettingsError
-from watcher.events import Event
-from watcher.logs import register_secret
-from watcher.metrics import metrics_for
+from watcher.core.errors import SettingsError
+from watcher.core.events import Event
+from watcher.observability.logs import register_secret
+from watcher.observability.metrics import metrics_for
 from watcher.plugins import parse_options
 
 log = logging.getLogger("watcher.alerts")

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from watcher.alerts.rules import Notification
-from watcher.webhook import sign
+from watcher.api.webhook import sign
 
 Kind = Literal["webhook", "slack", "dingtalk", "feishu", "lark", "wecom"]
 Built = tuple[str, dict[str, str], dict[str, Any]]

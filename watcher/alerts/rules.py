@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from watcher.events import Event, Kind
+from watcher.core.events import Event, Kind
 
 Condition = Literal["update_failed", "update_rejected", "rollback", "health_failing",
                     "source_down"]

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from watcher import __version__
-from watcher.errors import WatcherError
+from watcher.core.errors import WatcherError
 
 COMMANDS = (
     "run",

@@ -16,8 +16,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from watcher.errors import SettingsError
-from watcher.verify import key_id, raw_public_bytes
+from watcher.core.errors import SettingsError
+from watcher.core.verify import key_id, raw_public_bytes
 
 
 def register(subparsers: Any) -> None:

@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import sys
 
-from watcher import logs
 from watcher.cli.common import settings_from_args
-from watcher.errors import SourceUnavailable
+from watcher.core.errors import SourceUnavailable
+from watcher.observability import logs
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,10 +25,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     logs.setup(settings.log_level, settings.log_format)
-    from watcher.audit import AuditLog
+    from watcher.core.events import EventBus
+    from watcher.core.state import State
     from watcher.daemon import build
-    from watcher.events import EventBus
-    from watcher.state import State
+    from watcher.observability.audit import AuditLog
 
     state = State(settings.state_dir / "state.db")
     daemon = state.status()["daemon"]

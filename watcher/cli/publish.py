@@ -16,7 +16,7 @@ from typing import Any
 from watcher import plugins
 from watcher.cli.common import settings_from_args
 from watcher.cli.validate import check_file
-from watcher.errors import ConflictError, RejectedError, SourceUnavailable
+from watcher.core.errors import ConflictError, RejectedError, SourceUnavailable
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from watcher import logs
 from watcher.cli.common import settings_from_args
-from watcher.errors import SettingsError
+from watcher.core.errors import SettingsError
+from watcher.core.spec import parse_document
+from watcher.observability import logs
 from watcher.plugins import PluginContext, create
 from watcher.runtimes.engine import PullProgress
-from watcher.spec import parse_document
 
 WIDTH = 30
 

@@ -15,10 +15,10 @@ import signal
 import sys
 import time
 
-from watcher import logs
 from watcher.cli.common import settings_from_args
-from watcher.errors import WatcherError
-from watcher.state import State
+from watcher.core.errors import WatcherError
+from watcher.core.state import State
+from watcher.observability import logs
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
 
-    from watcher.audit import AuditLog
+    from watcher.core.events import EventBus
     from watcher.daemon import build
-    from watcher.events import EventBus
+    from watcher.observability.audit import AuditLog
 
     async def main() -> int:
         bus = EventBus()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from watcher import logs
 from watcher.cli.common import settings_from_args
+from watcher.observability import logs
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

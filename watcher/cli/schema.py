@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from watcher.spec import json_schema
+from watcher.core.spec import json_schema
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from watcher.errors import SettingsError
-from watcher.verify import digest_path_sync
+from watcher.core.errors import SettingsError
+from watcher.core.verify import digest_path_sync
 
 
 def register(subparsers: Any) -> None:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from watcher.cli.common import settings_from_args
-from watcher.state import State
+from watcher.core.state import State
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,11 +12,11 @@ import asyncio
 import sys
 from pathlib import Path
 
-from watcher import policy
 from watcher.cli.common import settings_from_args
-from watcher.errors import DocumentError, RejectedError
+from watcher.core import policy
+from watcher.core.errors import DocumentError, RejectedError
+from watcher.core.spec import ModelSpec, parse_document
 from watcher.settings import Settings
-from watcher.spec import ModelSpec, parse_document
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,7 +41,7 @@ def check_document(raw: bytes, settings: Settings, *, key: str | None, verify: b
     spec = parse_document(raw, key=key, max_bytes=settings.reconcile.max_document_bytes)
     policy.check(spec, environment=settings.environment, settings=settings.policy)
     if verify:
-        from watcher import verify as verify_mod
+        from watcher.core import verify as verify_mod
 
         asyncio.run(verify_mod.verify_spec(spec, settings.trust))
     return spec

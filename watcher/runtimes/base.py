@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from watcher.spec import ModelSpec
+from watcher.core.spec import ModelSpec
 
 #: Called by `promote` at every traffic step; returns None when healthy, else a reason.
 StepCheck = Callable[["Instance"], Awaitable[str | None]]

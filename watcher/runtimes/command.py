@@ -21,12 +21,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from watcher.errors import RuntimeStartError
+from watcher.core.errors import RuntimeStartError
+from watcher.core.spec import ModelSpec
 from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
 from watcher.proc import run_argv
 from watcher.runtimes.base import Instance, StepCheck
-from watcher.spec import ModelSpec
 
 log = logging.getLogger("watcher.runtimes.command")
 

@@ -26,14 +26,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from watcher.errors import RuntimeStartError
-from watcher.logs import register_secret
+from watcher.core.errors import RuntimeStartError
+from watcher.core.spec import ModelSpec
+from watcher.observability.logs import register_secret
 from watcher.plugins import PluginContext, parse_options
+from watcher.routers.nginx import NginxOptions, NginxUpstream, StepPlan, switch
 from watcher.runtimes import engine as eng
 from watcher.runtimes.base import Instance, StepCheck
 from watcher.runtimes.docker_pull import Puller
-from watcher.spec import ModelSpec
-from watcher.traffic import NginxOptions, NginxUpstream, StepPlan, switch
 
 log = logging.getLogger("watcher.runtimes.docker")
 

@@ -14,9 +14,9 @@ import logging
 import time
 from pathlib import Path
 
-from watcher.errors import PolicyError, RuntimeStartError
+from watcher.core.errors import PolicyError, RuntimeStartError
+from watcher.core.spec import ModelSpec, Version
 from watcher.runtimes import engine as eng
-from watcher.spec import ModelSpec, Version
 
 log = logging.getLogger("watcher.runtimes.docker")
 

@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from watcher.errors import ConflictError, SettingsError, SourceError
+from watcher.core.errors import ConflictError, SettingsError, SourceError
 from watcher.plugins import PluginContext, parse_options
 from watcher.sources.base import Change, Sink
 from watcher.sources.etcd_gateway import EtcdGateway, KeyValue, TokenExpired

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from watcher.errors import SourceError, SourceUnavailable
+from watcher.core.errors import SourceError, SourceUnavailable
 
 log = logging.getLogger("watcher.sources.etcd")
 

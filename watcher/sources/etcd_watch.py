@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from watcher.errors import SourceError, SourceUnavailable
+from watcher.core.errors import SourceError, SourceUnavailable
 from watcher.sources.base import Sink
 from watcher.sources.etcd_gateway import KeyValue, TokenExpired
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from watcher.errors import ConflictError, SourceUnavailable
+from watcher.core.errors import ConflictError, SourceUnavailable
 from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
 from watcher.sources.base import Change, Sink

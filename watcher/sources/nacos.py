@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from watcher.errors import ConflictError, DocumentError, SourceError, SourceUnavailable
+from watcher.core.errors import ConflictError, DocumentError, SourceError, SourceUnavailable
 from watcher.plugins import PluginContext, parse_options
 from watcher.sources.base import Change, Sink
 from watcher.sources.nacos_client import NacosAuthError, NacosClient

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from watcher.errors import SettingsError, SourceError, SourceUnavailable
+from watcher.core.errors import SettingsError, SourceError, SourceUnavailable
 from watcher.sources.nacos_options import NacosOptions
 
 SDK_LOGGER = "config"  # nacos-sdk-python's config module logger

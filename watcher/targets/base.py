@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from watcher.spec import ModelSpec
+from watcher.core.spec import ModelSpec
 
 
 @runtime_checkable

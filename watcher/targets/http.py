@@ -21,9 +21,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from watcher.errors import TargetError
+from watcher.core.errors import TargetError
+from watcher.core.spec import ModelSpec
 from watcher.plugins import PluginContext, parse_options
-from watcher.spec import ModelSpec
 
 log = logging.getLogger("watcher.targets.http")
 #: Connection-level failures: nothing (or nothing usable) came back from the server.

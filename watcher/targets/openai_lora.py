@@ -35,12 +35,12 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from watcher.errors import TargetError
+from watcher.core.errors import TargetError
+from watcher.core.spec import Adapter, ModelSpec
+from watcher.core.verify import local_path
 from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
-from watcher.spec import Adapter, ModelSpec
 from watcher.targets.v2repo import admin_client
-from watcher.verify import local_path
 
 log = logging.getLogger("watcher.targets.openai_lora")
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from watcher.errors import TargetError
+from watcher.core.errors import TargetError
+from watcher.core.spec import ModelSpec
 from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
-from watcher.spec import ModelSpec
 
 
 class SignalOptions(BaseModel):

@@ -32,11 +32,11 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from watcher.errors import SettingsError, TargetError
+from watcher.core.errors import SettingsError, TargetError
+from watcher.core.spec import ModelSpec
+from watcher.core.verify import local_path
 from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
-from watcher.spec import ModelSpec
-from watcher.verify import local_path
 
 log = logging.getLogger("watcher.targets.v2repo")
 

@@ -20,11 +20,11 @@ from tests.infra.images import BuiltImage, build_and_push
 from tests.infra.nginx import Nginx
 from tests.infra.podman import PodmanEnv, PodmanService
 from tests.infra.registry import Registry
-from watcher.errors import ApplyError, HealthGateError
+from watcher.core.errors import ApplyError, HealthGateError
+from watcher.core.spec import ModelSpec
 from watcher.plugins import PluginContext
 from watcher.runtimes.base import Instance
 from watcher.runtimes.docker import DockerRuntime
-from watcher.spec import ModelSpec
 
 IMAGES = {
     "v1.0.0": "good",

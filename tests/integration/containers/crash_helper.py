@@ -8,10 +8,10 @@ import json
 import sys
 from pathlib import Path
 
+from watcher.core.spec import ModelSpec
 from watcher.plugins import PluginContext
 from watcher.runtimes.base import Instance
 from watcher.runtimes.docker import DockerRuntime
-from watcher.spec import ModelSpec
 
 
 async def main(options: dict[str, object], spec: ModelSpec, state_dir: Path) -> None:

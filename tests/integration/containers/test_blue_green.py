@@ -18,9 +18,9 @@ from tests.infra.nginx import LoadLoop, Nginx
 from tests.infra.podman import PodmanEnv, PodmanService
 from tests.infra.registry import Registry
 from tests.integration.containers.conftest import RuntimeFactory, deploy, make_spec
-from watcher.errors import HealthGateError, RuntimeStartError
+from watcher.core.errors import HealthGateError, RuntimeStartError
+from watcher.routers.nginx import NginxOptions, NginxUpstream
 from watcher.runtimes.engine import EngineClient, RegistryAuth
-from watcher.traffic import NginxOptions, NginxUpstream
 
 
 async def test_first_deploy_then_blue_green_under_load_has_zero_failures(

@@ -21,8 +21,8 @@ from tests.infra.podman import PodmanService
 from tests.infra.receiver import Receiver
 from tests.infra.registry import Registry
 from tests.integration.containers.conftest import runtime_options
+from watcher.routers.nginx import read_weights
 from watcher.sources.localdir import revision_of
-from watcher.traffic import read_weights
 
 
 class Env:

@@ -12,7 +12,7 @@ from tests.infra.images import BuiltImage
 from tests.infra.nginx import Nginx
 from tests.infra.registry import Registry
 from tests.integration.containers.conftest import RuntimeFactory, deploy, make_spec
-from watcher.errors import PolicyError, RuntimeStartError
+from watcher.core.errors import PolicyError, RuntimeStartError
 from watcher.plugins import PluginContext
 from watcher.runtimes.docker import DockerRuntime
 

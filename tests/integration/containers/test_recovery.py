@@ -20,7 +20,7 @@ from tests.integration.containers.conftest import (
     make_spec,
     runtime_options,
 )
-from watcher.traffic import read_weights
+from watcher.routers.nginx import read_weights
 
 
 @pytest.mark.parametrize("outcome", ["revert", "finish"])

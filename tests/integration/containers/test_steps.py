@@ -15,9 +15,9 @@ from tests.integration.containers.conftest import (
     http_check,
     make_spec,
 )
-from watcher.errors import HealthGateError
+from watcher.core.errors import HealthGateError
+from watcher.routers.nginx import read_weights
 from watcher.runtimes.base import Instance
-from watcher.traffic import read_weights
 
 
 async def test_step_plan_5_10_30_60_100_is_seen_in_nginx_config_at_each_step(

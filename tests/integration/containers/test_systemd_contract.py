@@ -19,10 +19,10 @@ import yaml
 
 from tests.infra.common import free_port, require_binary, wait_until
 from tests.infra.daemon import DaemonHarness
+from watcher.core.spec import ModelSpec
 from watcher.plugins import PluginContext
 from watcher.runtimes.systemd import SystemdRuntime, parse_env, render_env
 from watcher.sources.localdir import revision_of
-from watcher.spec import ModelSpec
 
 FAKE = Path(__file__).with_name("fake_systemctl.py")
 SERVER = ('D="$STATE_DIRECTORY/www"; mkdir -p "$D"; echo "$MODEL_WATCHER_VERSION" > "$D/version";'
@@ -80,7 +80,7 @@ def test_env_file_round_trip() -> None:
 
 
 async def test_unknown_unit_is_refused_by_prepare(unit: Unit, tmp_path: Path) -> None:
-    from watcher.errors import RuntimeStartError
+    from watcher.core.errors import RuntimeStartError
 
     rt = SystemdRuntime.create({**unit.options(), "unit": "nope.service"},
                                PluginContext(state_dir=tmp_path, environment="test"))

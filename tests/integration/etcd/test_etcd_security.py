@@ -9,7 +9,7 @@ import pytest
 
 from tests.infra.etcd import EtcdCluster, Tls
 from tests.integration.etcd.conftest import etcd_state, eventually, watching
-from watcher.errors import SourceError, SourceUnavailable
+from watcher.core.errors import SourceError, SourceUnavailable
 from watcher.sources.etcd import EtcdSource
 
 PREFIX = "/model-watcher/models/"

@@ -6,7 +6,7 @@ import pytest
 
 from tests.infra.etcd import EtcdCluster
 from tests.integration.etcd.conftest import etcd_state, eventually, watching
-from watcher.errors import ConflictError, SourceUnavailable
+from watcher.core.errors import ConflictError, SourceUnavailable
 from watcher.sources.etcd import EtcdSource
 
 

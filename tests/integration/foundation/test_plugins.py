@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.infra.common import Proc, free_port, wait_until
-from watcher.errors import TargetError
-from watcher.health import HealthCheck, gate
-from watcher.spec import ModelSpec
+from watcher.core.errors import TargetError
+from watcher.core.health import HealthCheck, gate
+from watcher.core.spec import ModelSpec
 from watcher.targets.http import HttpOptions, HttpTarget
 from watcher.targets.signal import SignalOptions, SignalTarget
 

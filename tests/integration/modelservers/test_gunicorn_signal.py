@@ -12,8 +12,8 @@ import pytest
 
 from tests.infra.gunicorn_app import Gunicorn
 from tests.integration.modelservers.loadloop import LoadLoop
+from watcher.core.spec import ModelSpec
 from watcher.plugins import PluginContext, create
-from watcher.spec import ModelSpec
 from watcher.targets.signal import SignalTarget
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -13,9 +13,9 @@ import pytest
 
 from tests.infra.mlserver import IMPLEMENTATION, MLServer, infer_body, prediction
 from tests.integration.modelservers.loadloop import LoadLoop
-from watcher.errors import SettingsError, TargetError
+from watcher.core.errors import SettingsError, TargetError
+from watcher.core.spec import ModelSpec
 from watcher.plugins import PluginContext, create
-from watcher.spec import ModelSpec
 from watcher.targets.v2repo import V2RepositoryTarget
 
 # async fixtures run in the session loop (pyproject); the tests must share it

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 from tests.infra.common import ROOT
-from watcher import verify
+from watcher.core import verify
 
 
 def test_sparse_gigabyte_costs_no_memory(tmp_path: Path) -> None:
@@ -24,9 +24,9 @@ def test_sparse_gigabyte_costs_no_memory(tmp_path: Path) -> None:
         digest.update(zeros)
     script = textwrap.dedent(f"""
         import asyncio, json
-        from watcher import verify
+        from watcher.core import verify
         from watcher.settings import TrustSettings
-        from watcher.spec import ModelSpec
+        from watcher.core.spec import ModelSpec
 
         def status(field):
             for line in open("/proc/self/status"):

@@ -11,7 +11,7 @@ import pytest
 
 from tests.infra.nacos_server import NacosServer
 from tests.integration.nacos.conftest import eventually, watching
-from watcher.errors import SourceError
+from watcher.core.errors import SourceError
 from watcher.sources.nacos import NacosSource
 
 Make = Callable[..., NacosSource]

@@ -9,7 +9,7 @@ import pytest
 
 from tests.infra.nacos_server import NacosServer
 from tests.integration.nacos.conftest import eventually, watching
-from watcher.errors import ConflictError
+from watcher.core.errors import ConflictError
 from watcher.sources.nacos import NacosSource
 from watcher.sources.nacos_options import DELETED, content_md5
 

@@ -129,7 +129,7 @@ def ops_env(tmp_path: Path) -> Iterator[OpsEnv]:
 
 
 def signed(body: bytes, now: float | None = None) -> dict[str, str]:
-    from watcher.webhook import WebhookSettings, signed_headers
+    from watcher.api.webhook import WebhookSettings, signed_headers
 
     return signed_headers(WebhookSettings.model_validate({"secret": WEBHOOK_SECRET}), body, now)
 

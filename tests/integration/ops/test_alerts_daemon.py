@@ -18,7 +18,7 @@ from tests.integration.ops.conftest import (
     dump,
     notifiers,
 )
-from watcher.webhook import Verifier, WebhookSettings
+from watcher.api.webhook import Verifier, WebhookSettings
 
 KINDS = tuple(ROBOT_TOKENS)
 BURST = 4

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from watcher.errors import PolicyError, SettingsError
+from watcher.core.errors import PolicyError, SettingsError
+from watcher.core.spec import ModelSpec
 from watcher.plugins import PluginContext, load_class
 from watcher.runtimes.docker import DockerRuntime, _instance
-from watcher.spec import ModelSpec
 
 
 def options(tmp_path: Path, **extra: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from watcher import plugins
-from watcher.errors import ConflictError, SettingsError, SourceUnavailable
+from watcher.core.errors import ConflictError, SettingsError, SourceUnavailable
 from watcher.sources.base import Publisher, Source
 from watcher.sources.etcd import EtcdOptions, EtcdSource, _parse_revision
 from watcher.sources.etcd_gateway import (

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.errors import ConflictError, SourceUnavailable
+from watcher.core.errors import ConflictError, SourceUnavailable
 from watcher.sources.base import Change
 from watcher.sources.localdir import LocalDirOptions, LocalDirSource, revision_of
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from watcher import plugins
-from watcher.errors import SettingsError, SourceUnavailable
+from watcher.core.errors import SettingsError, SourceUnavailable
 from watcher.sources.base import Publisher, Source
 from watcher.sources.nacos import NacosSource
 from watcher.sources.nacos_options import DELETED, NacosOptions, content_md5, key_of

@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
-from watcher.errors import SettingsError, TargetError
+from watcher.core.errors import SettingsError, TargetError
+from watcher.core.spec import ModelSpec
 from watcher.plugins import PluginContext, create
-from watcher.spec import ModelSpec
 from watcher.targets.openai_lora import OpenAILoraTarget
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -1,0 +1,107 @@
+"""The health gate: HTTP probes with the thresholds Kubernetes probes give meaning to.
+
+After `initial_delay`, probe every `period`. A probe succeeds when the answer has the
+expected status within `timeout` and under `latency_ms`. `success_threshold` consecutive
+successes pass the gate; `failure_threshold` consecutive failures fail it (so
+`failure_threshold * period` is also the start-up budget of a new instance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from watcher.core.spec import HealthOverride
+
+log = logging.getLogger("watcher.core.health")
+
+
+class HealthCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, description="probe URL; {name} is replaced by the model name")
+    path: str = "/health"
+    expected_status: int = 200
+    latency_ms: float = 200.0
+    initial_delay: float = 0.0
+    period: float = 1.0
+    timeout: float = 1.0
+    success_threshold: int = Field(1, ge=1)
+    failure_threshold: int = Field(3, ge=1)
+
+    def merged(self, override: HealthOverride | None) -> HealthCheck:
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_none=True))
+
+    def url_for(self, name: str, base_url: str | None = None) -> str | None:
+        """The probe URL: explicit `url` (templated), else `base_url` + `path`."""
+        if base_url:
+            return base_url.rstrip("/") + self.path
+        if self.url:
+            return self.url.replace("{name}", name)
+        return None
+
+
+@dataclass
+class GateResult:
+    ok: bool
+    reason: str = ""
+    probes: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+async def probe(client: httpx.AsyncClient, url: str, check: HealthCheck) -> str | None:
+    """One probe; None when healthy, else why not."""
+    started = time.perf_counter()
+    try:
+        resp = await client.get(url, timeout=check.timeout)
+    except httpx.TimeoutException:
+        return f"GET {url}: no answer within {check.timeout:g}s"
+    except httpx.HTTPError as exc:
+        return f"GET {url}: {type(exc).__name__}: {exc}"
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if resp.status_code != check.expected_status:
+        return f"GET {url}: status {resp.status_code}, expected {check.expected_status}"
+    if elapsed_ms > check.latency_ms:
+        return f"GET {url}: {elapsed_ms:.0f} ms, over the {check.latency_ms:g} ms threshold"
+    return None
+
+
+async def gate(url: str, check: HealthCheck, client: httpx.AsyncClient | None = None) -> GateResult:
+    """Run the gate to a verdict. Never raises for probe failures; returns the verdict."""
+    own = client is None
+    http = client or httpx.AsyncClient()
+    result = GateResult(ok=False)
+    successes = failures = 0
+    last = ""
+    try:
+        if check.initial_delay:
+            await asyncio.sleep(check.initial_delay)
+        while True:
+            result.probes += 1
+            started = time.perf_counter()
+            reason = await probe(http, url, check)
+            result.latencies_ms.append((time.perf_counter() - started) * 1000)
+            if reason is None:
+                successes, failures = successes + 1, 0
+                if successes >= check.success_threshold:
+                    result.ok = True
+                    return result
+            else:
+                successes, failures, last = 0, failures + 1, reason
+                log.debug("health probe failed (%d/%d): %s", failures, check.failure_threshold, reason)
+                if failures >= check.failure_threshold:
+                    result.reason = (
+                        f"health gate failed after {failures} consecutive failures: {last}"
+                    )
+                    return result
+            await asyncio.sleep(check.period)
+    finally:
+        if own:
+            await http.aclose()

@@ -1,0 +1,236 @@
+"""sd_notify: tell systemd (Type=notify) what the daemon is doing, and prove the loop lives.
+
+The protocol is one datagram of `KEY=VALUE` lines to the unix socket named by
+$NOTIFY_SOCKET (a path, or `@name` for the abstract namespace). Sent here:
+
+    READY=1       once the first full reconcile is done (Kind.RECONCILED), and again when a
+                  reload (SIGHUP) has finished
+    STATUS=...    a line a person can read: `applied qwen-chat@rev 42; source ok`
+    RELOADING=1   on SIGHUP (Kind.RELOADING), with MONOTONIC_USEC as systemd >= 253 wants
+    STOPPING=1    on SIGTERM (Kind.STOPPING) and when this task is cancelled
+    WATCHDOG=1    every WATCHDOG_USEC/2 from a task on the event loop, so a wedged loop
+                  stops the pings and systemd restarts the daemon
+
+Without $NOTIFY_SOCKET `serve()` returns at once. Sending never raises: a lost datagram is
+logged at DEBUG and the daemon goes on (systemd is the one that cares).
+
+Test-only hook: with $MODEL_WATCHER_TESTING_WEDGE_SECONDS set, SIGUSR2 blocks the event loop
+for that many seconds (time.sleep on the loop), so a test can prove that the watchdog pings
+stop. Never set it in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from watcher.core.events import Event, Kind
+
+log = logging.getLogger("watcher.observability.sd_notify")
+
+WEDGE_ENV = "MODEL_WATCHER_TESTING_WEDGE_SECONDS"
+#: How long after RELOADING=1 READY=1 is sent even if no reconcile finished.
+RELOAD_READY_FALLBACK = 10.0
+
+
+class SdNotifier:
+    """Sends sd_notify datagrams to one socket address; a no-op when there is none."""
+
+    def __init__(self, address: str | None) -> None:
+        self.address: str | None = None
+        self._sock: socket.socket | None = None
+        if address:
+            # "@name" is the abstract namespace: a leading NUL byte on the wire.
+            self.address = "\0" + address[1:] if address.startswith("@") else address
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.setblocking(False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SdNotifier:
+        return cls((env if env is not None else os.environ).get("NOTIFY_SOCKET"))
+
+    @property
+    def enabled(self) -> bool:
+        return self._sock is not None
+
+    def send(self, **fields: str | int) -> bool:
+        """Send `KEY=VALUE` lines (keys upper-cased); False when not sent."""
+        if self._sock is None or self.address is None:
+            return False
+        lines = []
+        for key, value in fields.items():
+            text = str(value).replace("\n", " ")  # a value is one line by protocol
+            lines.append(f"{key.upper()}={text}")
+        try:
+            self._sock.sendto("\n".join(lines).encode("utf-8"), self.address)
+        except OSError as exc:
+            log.debug("sd_notify to %r failed: %s", self.address, exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), None when not asked for.
+
+    systemd sets WATCHDOG_PID too; when it names another process the pings are not ours.
+    """
+    env = env if env is not None else os.environ
+    usec = env.get("WATCHDOG_USEC", "")
+    pid = env.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    if pid and pid.isdigit() and int(pid) != os.getpid():
+        return None
+    return int(usec) / 1_000_000 / 2
+
+
+class StatusLine:
+    """Folds events into the human STATUS= line: the last model action and the source state."""
+
+    def __init__(self) -> None:
+        self.action = "starting"
+        self.source = "source connecting"
+
+    def update(self, ev: Event) -> bool:
+        """Fold `ev` in; True when the line changed."""
+        before = self.text
+        target = f"{ev.model}@rev {_short(ev.revision)}" if ev.model else ""
+        plan = f" ({ev.plan.split(' ', 1)[0]})" if ev.plan else ""  # kind, not the path list
+        if ev.kind is Kind.APPLIED:
+            self.action = f"applied {target}{plan}"
+        elif ev.kind is Kind.NOOP:
+            self.action = f"unchanged {target}"
+        elif ev.kind is Kind.REJECTED:
+            self.action = f"rejected {target}: {ev.reason or 'invalid'}"
+        elif ev.kind is Kind.FAILED:
+            self.action = f"FAILED {target}: {ev.reason or 'apply failed'}"
+        elif ev.kind is Kind.ROLLED_BACK:
+            self.action = f"rolled back {target}"
+        elif ev.kind is Kind.APPLYING:
+            self.action = f"applying {target}{plan}"
+        elif ev.kind is Kind.SOURCE_UP:
+            self.source = "source ok"
+        elif ev.kind is Kind.SOURCE_DOWN:
+            self.source = "source DOWN" + (f" ({ev.reason})" if ev.reason else "")
+        elif ev.kind is Kind.RELOADING:
+            self.action = "reloading settings"
+        elif ev.kind is Kind.STOPPING:
+            self.action = "stopping"
+        return self.text != before
+
+    @property
+    def text(self) -> str:
+        line = f"{self.action}; {self.source}"
+        return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _short(revision: str | None) -> str:
+    rev = revision or "?"
+    return rev[:12] if len(rev) > 12 else rev
+
+
+class NotifyFeature:
+    """Subscribes to the daemon's events and drives the notifier; see the module docstring."""
+
+    def __init__(self, notifier: SdNotifier, loop: asyncio.AbstractEventLoop) -> None:
+        self.notifier = notifier
+        self.loop = loop
+        self.status = StatusLine()
+        self.ready = False
+        self.reloading = False
+        self.stopping = False
+        self._reload_timer: asyncio.TimerHandle | None = None
+
+    def on_event(self, ev: Event) -> None:
+        changed = self.status.update(ev)
+        if ev.kind is Kind.RECONCILED:
+            self._ready()
+        elif ev.kind is Kind.RELOADING:
+            self.reloading = True
+            self.notifier.send(
+                reloading=1, monotonic_usec=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000,
+                status=self.status.text,
+            )
+            self._reload_timer = self.loop.call_later(RELOAD_READY_FALLBACK, self._ready)
+            return
+        elif ev.kind is Kind.STOPPING:
+            self.stop()
+            return
+        if changed and not self.stopping:
+            self.notifier.send(status=self.status.text)
+
+    def _ready(self) -> None:
+        if self._reload_timer is not None:
+            self._reload_timer.cancel()
+            self._reload_timer = None
+        if self.ready and not self.reloading:
+            return
+        if self.reloading and self.status.action == "reloading settings":
+            self.status.action = "settings reloaded"
+        self.ready, self.reloading = True, False
+        self.notifier.send(ready=1, status=self.status.text)
+        log.info("sd_notify: READY=1 (%s)", self.status.text)
+
+    def stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.status.action = "stopping"
+        self.notifier.send(stopping=1, status=self.status.text)
+
+    async def watchdog(self, interval: float) -> None:
+        """Ping every `interval` seconds from the event loop, until cancelled."""
+        while True:
+            self.notifier.send(watchdog=1)
+            await asyncio.sleep(interval)
+
+
+def _install_wedge_hook(loop: asyncio.AbstractEventLoop) -> None:
+    """Test-only: SIGUSR2 blocks the loop for $MODEL_WATCHER_TESTING_WEDGE_SECONDS."""
+    seconds = float(os.environ[WEDGE_ENV])
+    log.warning("test-only wedge hook armed: SIGUSR2 blocks the event loop for %gs", seconds)
+
+    def wedge() -> None:
+        log.warning("test-only wedge: blocking the event loop for %gs", seconds)
+        time.sleep(seconds)  # deliberately blocking: this is what a wedged loop looks like
+
+    loop.add_signal_handler(signal.SIGUSR2, wedge)
+
+
+async def serve(daemon: Any) -> None:
+    """Run sd_notify for `daemon` (uses `daemon.bus`) until cancelled; no-op without systemd."""
+    notifier = SdNotifier.from_env()
+    if not notifier.enabled:
+        return
+    loop = asyncio.get_running_loop()
+    feature = NotifyFeature(notifier, loop)
+    unsubscribe = daemon.bus.subscribe(feature.on_event)
+    if os.environ.get(WEDGE_ENV):
+        _install_wedge_hook(loop)
+    feature.notifier.send(status=feature.status.text)
+    interval = watchdog_interval()
+    try:
+        if interval is not None:
+            log.info("systemd watchdog: pinging every %.3gs", interval)
+            await feature.watchdog(interval)
+        else:
+            await asyncio.Event().wait()  # until cancelled
+    finally:
+        unsubscribe()
+        feature.stop()
+        notifier.close()
+        if os.environ.get(WEDGE_ENV):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signal.SIGUSR2)
