@@ -7,7 +7,8 @@ the next start converges from). SIGHUP: reload the settings file; an invalid fil
 and the running settings stay. SIGUSR1: operator requests (rollback) queued in the state.
 
 Optional features (sd_notify, metrics, HTTP API, alerts, tracing) are modules with
-`async serve(daemon)`, run for the daemon's lifetime; a module that is absent is skipped.
+`async serve(ctx: FeatureContext)`, run for the daemon's lifetime; a module that is absent is
+skipped.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from watcher import plugins
 from watcher.core.errors import SettingsError, SourceUnavailable, WatcherError
@@ -27,6 +27,7 @@ from watcher.core.events import Event, EventBus, Kind
 from watcher.core.executor import Executor
 from watcher.core.reconciler import Reconciler
 from watcher.core.state import State
+from watcher.features import FeatureContext
 from watcher.observability.audit import AuditLog
 from watcher.settings import Settings, load_settings
 from watcher.sources.base import Source
@@ -62,9 +63,17 @@ class Daemon:
         self.audit = AuditLog(settings.state_dir / "audit.jsonl")
         self.bus.subscribe(self.audit.on_event)
         self.reconciler: Reconciler | None = None
+        self._ready = False
+        self.bus.subscribe(self._track_ready)
+        self.features = FeatureContext(settings, self.bus, self.state, self.audit,
+                                       operator=lambda: self.reconciler, ready=lambda: self._ready)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._requests = asyncio.Event()
+
+    def _track_ready(self, event: Event) -> None:
+        if event.kind is Kind.RECONCILED:
+            self._ready = True
 
     # -- signals -----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -115,9 +124,9 @@ class Daemon:
                 return
             log.warning("feature %s unavailable: %s is not installed", module_name, exc.name)
             return
-        serve: Callable[[Daemon], Awaitable[Any]] = module.serve
+        serve: Callable[[FeatureContext], Awaitable[None]] = module.serve
         try:
-            await serve(self)
+            await serve(self.features)
         except asyncio.CancelledError:
             raise
         except SettingsError as exc:

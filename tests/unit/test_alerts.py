@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import time
 import urllib.parse
-from types import SimpleNamespace
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +18,8 @@ from watcher.alerts.formats import NotifierSettings, check_answer, render
 from watcher.alerts.rules import Engine, Notification, Rule
 from watcher.api.webhook import Verifier, WebhookSettings
 from watcher.core.errors import SettingsError
-from watcher.core.events import Event, EventBus, Kind
-from watcher.observability.metrics import metrics_for
+from watcher.core.events import Event, Kind
+from watcher.fakes.context import feature_context
 
 ROBOT_SECRET = "SECunit-robot-secret-0123456789"
 
@@ -150,11 +150,10 @@ def test_settings() -> None:
     assert "secret-url" not in repr(s)
 
 
-async def test_delivery_retries_and_never_blocks() -> None:
+async def test_delivery_retries_and_never_blocks(tmp_path: Path) -> None:
     with Receiver() as rx:
         rx.script("/ding", (500, b"{}"), (200, b'{"errcode":310000,"errmsg":"busy"}'))
-        bus = EventBus()
-        daemon = SimpleNamespace(bus=bus, settings=SimpleNamespace(alerts={
+        daemon = feature_context(tmp_path, alerts={
             "notifiers": {
                 "ding": {"kind": "dingtalk", "url": rx.base + "/ding?access_token=T",
                          "secret": ROBOT_SECRET, "backoff": 0.05},
@@ -163,7 +162,8 @@ async def test_delivery_retries_and_never_blocks() -> None:
             },
             "rules": [{"name": "update-failed", "condition": "update_failed",
                        "notify": ["ding", "dead"], "cooldown": 60}],
-        }))
+        })
+        bus = daemon.bus
         task = asyncio.create_task(alerts.serve(daemon))
         await asyncio.sleep(0.05)
         started = time.perf_counter()
@@ -180,13 +180,12 @@ async def test_delivery_retries_and_never_blocks() -> None:
         await asyncio.sleep(0.2)
         bodies = [r.json()["markdown"]["title"] for r in rx.at("/ding")]
         assert bodies == ["[FIRING] update-failed: m"] * 3 + ["[RESOLVED] update-failed: m"]
-        text = metrics_for(daemon).render().decode()
+        text = daemon.metrics.render().decode()
         assert 'notifier="ding",result="ok",rule="update-failed",status="firing"} 1.0' in text
         assert 'notifier="dead",result="failed",rule="update-failed",status="firing"} 1.0' in text
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_no_rules_returns() -> None:
-    daemon = SimpleNamespace(bus=EventBus(), settings=SimpleNamespace(alerts={}))
-    await asyncio.wait_for(alerts.serve(daemon), 1)
+async def test_no_rules_returns(tmp_path: Path) -> None:
+    await asyncio.wait_for(alerts.serve(feature_context(tmp_path)), 1)

@@ -15,7 +15,7 @@ Settings, `[alerts]` in watcher.toml:
     notify = ["ops"]
     cooldown = 600
 
-`serve(daemon)` returns at once when no rule is configured. Every secret is registered with
+`serve(ctx)` returns at once when no rule is configured. Every secret is registered with
 the log redaction filter and kept in SecretStr.
 """
 
@@ -25,7 +25,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -35,8 +35,10 @@ from watcher.alerts.rules import Engine, Notification, Rule
 from watcher.core.errors import SettingsError
 from watcher.core.events import Event
 from watcher.observability.logs import register_secret
-from watcher.observability.metrics import metrics_for
 from watcher.plugins import parse_options
+
+if TYPE_CHECKING:
+    from watcher.features import FeatureContext
 
 log = logging.getLogger("watcher.alerts")
 TICK = 0.25
@@ -92,9 +94,9 @@ def _register_secrets(s: AlertSettings) -> None:
 class AlertFeature:
     """Engine + dispatcher wired to one daemon's event bus and metrics."""
 
-    def __init__(self, daemon: Any, settings: AlertSettings) -> None:
+    def __init__(self, ctx: FeatureContext, settings: AlertSettings) -> None:
         self.engine = Engine(settings.rules)
-        self.metrics = metrics_for(daemon)
+        self.metrics = ctx.metrics
         self.dispatcher = Dispatcher(settings.notifiers, self._record)
 
     def _record(self, n: Notification, notifier: str, result: str) -> None:
@@ -119,13 +121,13 @@ class AlertFeature:
             tg.create_task(self._ticker(), name="alerts:tick")
 
 
-async def serve(daemon: Any) -> None:
-    """Evaluate the alert rules on `daemon.bus` until cancelled (no rules: return)."""
-    settings = AlertSettings.parse(daemon.settings.alerts)
+async def serve(ctx: FeatureContext) -> None:
+    """Evaluate the alert rules on the daemon's events until cancelled (no rules: return)."""
+    settings = AlertSettings.parse(ctx.settings.alerts)
     if not settings.rules:
         return
-    feature = AlertFeature(daemon, settings)
-    unsubscribe = daemon.bus.subscribe(feature.on_event)
+    feature = AlertFeature(ctx, settings)
+    unsubscribe = ctx.bus.subscribe(feature.on_event)
     log.info("alerts: %d rules, %d notifiers", len(settings.rules), len(settings.notifiers))
     try:
         await feature.run()

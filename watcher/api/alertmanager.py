@@ -19,25 +19,25 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watcher.api.webhook import (
     AlertmanagerSettings,
     Refused,
     Reply,
     Verifier,
-    call,
+    operator_of,
     parse_json,
-    reconciler_of,
 )
 from watcher.core.errors import WatcherError
-from watcher.observability.metrics import metrics_for
+
+if TYPE_CHECKING:
+    from watcher.features import FeatureContext
 
 log = logging.getLogger("watcher.api.alertmanager")
 
-#: action -> reconciler method
-ACTIONS = {"rollback": "request_rollback", "restart": "request_restart",
-           "resync": "request_resync"}
+#: the actions an alert may ask for (Operator requests)
+ACTIONS = ("rollback", "restart", "resync")
 
 
 class GroupMemory:
@@ -85,14 +85,12 @@ class GroupMemory:
 class AlertmanagerHook:
     path = "/hooks/alertmanager"
 
-    def __init__(self, daemon: Any, verifier: Verifier, settings: AlertmanagerSettings) -> None:
-        self.daemon = daemon
+    def __init__(self, ctx: FeatureContext, verifier: Verifier, settings: AlertmanagerSettings) -> None:
+        self.ctx = ctx
         self.verifier = verifier
         self.settings = settings
-        state_dir = getattr(daemon.settings, "state_dir", None)
-        memory_path = Path(state_dir) / "alertmanager-groups.json" if state_dir else None
-        if memory_path is not None:
-            memory_path.parent.mkdir(parents=True, exist_ok=True)
+        memory_path = ctx.settings.state_dir / "alertmanager-groups.json"
+        memory_path.parent.mkdir(parents=True, exist_ok=True)
         self.memory = GroupMemory(memory_path, settings.group_memory)
 
     def authenticate(self, headers: Mapping[str, str], body: bytes) -> None:
@@ -131,7 +129,7 @@ class AlertmanagerHook:
         if not self.settings.enabled:
             raise Refused(404, "alertmanager hook is disabled")
         self.authenticate(headers, body)
-        reconciler_of(self.daemon)  # 503 before the daemon can act, and nothing remembered
+        operator_of(self.ctx)  # 503 before the daemon can act, and nothing remembered
         payload = parse_json(body)
         wanted = self.wanted(payload)
         group = str(payload.get("groupKey", ""))
@@ -154,21 +152,21 @@ class AlertmanagerHook:
         return 200, {"status": "ok", "actions": done}
 
     async def _act(self, model: str, action: str, alertname: str, group: str) -> str:
-        fn = getattr(reconciler_of(self.daemon), ACTIONS[action], None)
-        if fn is None:
-            result = f"unsupported: the reconciler has no {ACTIONS[action]}"
-        else:
-            try:
-                await call(fn, model, **({"by": "alertmanager"} if action == "rollback" else {}))
-                result = "requested"
-            except WatcherError as exc:
-                result = f"failed: {exc.reason}"
+        operator = operator_of(self.ctx)
+        try:
+            if action == "rollback":
+                operator.request_rollback(model, by="alertmanager")
+            elif action == "restart":
+                operator.request_restart(model, by="alertmanager")
+            else:
+                operator.request_resync(model)
+            result = "requested"
+        except WatcherError as exc:
+            result = f"failed: {exc.reason}"
         level = logging.INFO if result == "requested" else logging.WARNING
         log.log(level, "alertmanager: %s of %s (alert %s): %s", action, model, alertname, result,
                 extra={"model": model, "outcome": result})
-        metrics_for(self.daemon).action(action, result.partition(":")[0])
-        audit = getattr(self.daemon, "audit", None)
-        if audit is not None:
-            audit.write(f"alertmanager_{action}", model=model, result=result, alert=alertname,
-                        group=group, by="alertmanager")
+        self.ctx.metrics.action(action, result.partition(":")[0])
+        self.ctx.audit.write(f"alertmanager_{action}", model=model, result=result, alert=alertname,
+                             group=group, by="alertmanager")
         return result

@@ -18,14 +18,16 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 
 from watcher.api.alertmanager import AlertmanagerHook
 from watcher.api.webhook import ModelUpdatedHook, Refused, Verifier, WebhookSettings
 from watcher.observability.metrics import CONTENT_TYPE as METRICS_TYPE
-from watcher.observability.metrics import metrics_for
+
+if TYPE_CHECKING:
+    from watcher.features import FeatureContext
 
 log = logging.getLogger("watcher.api.server")
 
@@ -39,14 +41,14 @@ JSON_TYPE = "application/json"
 class Api:
     """Routes requests of one daemon; `serve_connection` is the asyncio stream handler."""
 
-    def __init__(self, daemon: Any, webhook: WebhookSettings) -> None:
-        self.daemon = daemon
-        self.metrics = metrics_for(daemon)
+    def __init__(self, ctx: FeatureContext, webhook: WebhookSettings) -> None:
+        self.ctx = ctx
+        self.metrics = ctx.metrics
         self.limit = webhook.max_body_bytes
         verifier = Verifier(webhook)
         self.hooks: dict[str, ModelUpdatedHook | AlertmanagerHook] = {
-            ModelUpdatedHook.path: ModelUpdatedHook(daemon, verifier),
-            AlertmanagerHook.path: AlertmanagerHook(daemon, verifier, webhook.alertmanager),
+            ModelUpdatedHook.path: ModelUpdatedHook(ctx, verifier),
+            AlertmanagerHook.path: AlertmanagerHook(ctx, verifier, webhook.alertmanager),
         }
         self._open = 0
 
@@ -117,7 +119,7 @@ class Api:
                          {"error": "not found"})
         if path == "/healthz":
             return _json(200, {"status": "ok",
-                               "ready": bool(self.metrics.ready._value.get())})
+                               "ready": self.ctx.ready()})
         if path == "/status":
             return _json(200, self._status())
         if path == "/metrics":
@@ -125,10 +127,7 @@ class Api:
         return _json(404, {"error": "not found"})
 
     def _status(self) -> dict[str, Any]:
-        state = getattr(self.daemon, "state", None)
-        if state is None:
-            return {"error": "no state"}
-        status: dict[str, Any] = state.status()
+        status: dict[str, Any] = self.ctx.state.status()
         return status
 
     def _refused(self, path: str, peer: str, exc: Refused) -> tuple[int, bytes, str]:
@@ -194,12 +193,12 @@ async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, status: int,
     await writer.drain()
 
 
-async def serve(daemon: Any) -> None:
+async def serve(ctx: FeatureContext) -> None:
     """Listen on settings.api until cancelled; returns at once when the API is disabled."""
-    settings = daemon.settings.api
+    settings = ctx.settings.api
     if not settings.enabled:
         return
-    api = Api(daemon, WebhookSettings.parse(daemon.settings.webhook))
+    api = Api(ctx, WebhookSettings.parse(ctx.settings.webhook))
     try:
         server = await asyncio.start_server(api.serve_connection, settings.host, settings.port,
                                             reuse_address=True)

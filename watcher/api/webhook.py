@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import inspect
 import json
 import logging
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -36,6 +35,9 @@ from watcher.core.errors import SettingsError, WatcherError
 from watcher.core.spec import NAME_PATTERN
 from watcher.observability.logs import register_secret
 from watcher.plugins import parse_options
+
+if TYPE_CHECKING:
+    from watcher.features import FeatureContext, Operator
 
 log = logging.getLogger("watcher.api.webhook")
 
@@ -181,29 +183,21 @@ def model_from_payload(payload: Any) -> str:
     return candidate
 
 
-def reconciler_of(daemon: Any) -> Any:
-    """The daemon's current reconciler; Refused(503) before the daemon has one."""
-    reconciler = getattr(daemon, "reconciler", None)
-    if reconciler is None:
+def operator_of(ctx: FeatureContext) -> Operator:
+    """The daemon's operator; Refused(503) while the daemon is starting."""
+    operator = ctx.operator()
+    if operator is None:
         raise Refused(503, "the daemon is starting; try again")
-    return reconciler
-
-
-async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call a daemon hook that may be sync or async."""
-    result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+    return operator
 
 
 class ModelUpdatedHook:
-    """`POST /hooks/model-updated` -> `daemon.reconciler.request_resync(model)`."""
+    """`POST /hooks/model-updated` -> `Operator.request_resync(model)`."""
 
     path = "/hooks/model-updated"
 
-    def __init__(self, daemon: Any, verifier: Verifier) -> None:
-        self.daemon = daemon
+    def __init__(self, ctx: FeatureContext, verifier: Verifier) -> None:
+        self.ctx = ctx
         self.verifier = verifier
 
     async def handle(self, headers: Mapping[str, str], body: bytes, peer: str) -> Reply:
@@ -214,7 +208,7 @@ class ModelUpdatedHook:
             log.info("webhook: ignored event %r from %s", event, peer)
             return 200, {"status": "ignored", "event": str(event)[:64]}
         model = model_from_payload(payload)
-        await call(reconciler_of(self.daemon).request_resync, model)
+        operator_of(self.ctx).request_resync(model)
         log.info("webhook: model_updated for %s from %s: re-reading its key", model, peer,
                  extra={"model": model})
         return 202, {"status": "accepted", "model": model}

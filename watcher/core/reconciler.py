@@ -412,7 +412,7 @@ class Reconciler:
             log.info("%s: restarted at %s (requested by %s)", model, applied.revision, by, extra={"model": model})
             return Outcome(model, applied.revision, "applied", "restarted")
 
-    def request_restart(self, model: str, by: str = "alertmanager") -> None:
+    def request_restart(self, model: str, *, by: str = "operator") -> None:
         """Schedule `restart` from any thread (Alertmanager's self-healing)."""
         self._call(self._spawn_task, self.restart(model, by=by), f"restart:{model}")
 
@@ -427,9 +427,9 @@ class Reconciler:
         except WatcherError as exc:
             log.error("%s refused: %s", name, exc.reason, extra={"reason": exc.reason})
 
-    def request_resync(self, key: str | None = None) -> None:
+    def request_resync(self, model: str | None = None) -> None:
         """Re-read one key (None: all) from the source now, e.g. after a webhook."""
-        self._call(self._spawn_task, self._resync(key), f"resync:{key or '*'}")
+        self._call(self._spawn_task, self._resync(model), f"resync:{model or '*'}")
 
     async def _resync(self, key: str | None) -> None:
         if self.source is None:
@@ -452,7 +452,7 @@ class Reconciler:
         else:
             self._enqueue(Change(key, DELETED, None))
 
-    def request_rollback(self, model: str, to_revision: str | None = None,
+    def request_rollback(self, model: str, to_revision: str | None = None, *,
                          by: str = "operator") -> None:
         """Schedule a rollback from any thread (Alertmanager, requests table)."""
         self._call(self._spawn_task, self.rollback(model, to_revision, by=by), f"rollback:{model}")

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from watcher.core.events import Event, Kind
+
+if TYPE_CHECKING:
+    from watcher.features import FeatureContext
 
 log = logging.getLogger("watcher.observability.metrics")
 
@@ -152,30 +154,11 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-_by_daemon: weakref.WeakKeyDictionary[Any, Metrics] = weakref.WeakKeyDictionary()
-_by_id: dict[int, tuple[Any, Metrics]] = {}  # for objects that take no weak reference
-
-
-def metrics_for(daemon: Any) -> Metrics:
-    """The one Metrics object of `daemon` (created on first use, shared by every feature)."""
-    try:
-        found = _by_daemon.get(daemon)
-        if found is None:
-            found = _by_daemon[daemon] = Metrics()
-        return found
-    except TypeError:
-        pair = _by_id.get(id(daemon))
-        if pair is None or pair[0] is not daemon:
-            pair = _by_id[id(daemon)] = (daemon, Metrics())
-        return pair[1]
-
-
-async def serve(daemon: Any) -> None:
+async def serve(ctx: FeatureContext) -> None:
     """Feed the daemon's metrics from its events until cancelled (only with the API on)."""
-    if not daemon.settings.api.enabled:
+    if not ctx.settings.api.enabled:
         return
-    metrics = metrics_for(daemon)
-    unsubscribe = daemon.bus.subscribe(metrics.on_event)
+    unsubscribe = ctx.bus.subscribe(ctx.metrics.on_event)
     try:
         await asyncio.Event().wait()
     finally:

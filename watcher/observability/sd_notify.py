@@ -29,9 +29,12 @@ import signal
 import socket
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from watcher.core.events import Event, Kind
+
+if TYPE_CHECKING:
+    from watcher.features import FeatureContext
 
 log = logging.getLogger("watcher.observability.sd_notify")
 
@@ -209,14 +212,14 @@ def _install_wedge_hook(loop: asyncio.AbstractEventLoop) -> None:
     loop.add_signal_handler(signal.SIGUSR2, wedge)
 
 
-async def serve(daemon: Any) -> None:
-    """Run sd_notify for `daemon` (uses `daemon.bus`) until cancelled; no-op without systemd."""
+async def serve(ctx: FeatureContext) -> None:
+    """Run sd_notify from the daemon's events until cancelled; no-op without systemd."""
     notifier = SdNotifier.from_env()
     if not notifier.enabled:
         return
     loop = asyncio.get_running_loop()
     feature = NotifyFeature(notifier, loop)
-    unsubscribe = daemon.bus.subscribe(feature.on_event)
+    unsubscribe = ctx.bus.subscribe(feature.on_event)
     if os.environ.get(WEDGE_ENV):
         _install_wedge_hook(loop)
     feature.notifier.send(status=feature.status.text)

@@ -32,6 +32,9 @@ from watcher.observability.logs import register_secret
 from watcher.plugins import parse_options
 
 if TYPE_CHECKING:
+    from watcher.features import FeatureContext
+
+if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 log = logging.getLogger("watcher.observability.tracing")
@@ -103,9 +106,9 @@ def build_provider(settings: TracingSettings,
     return provider
 
 
-async def serve(daemon: Any) -> None:
+async def serve(ctx: FeatureContext) -> None:
     """Install the OTel tracer while the daemon runs; flush and uninstall it on the way out."""
-    settings = TracingSettings.parse(daemon.settings.tracing)
+    settings = TracingSettings.parse(ctx.settings.tracing)
     if not settings.enabled:
         return
     provider = build_provider(settings)

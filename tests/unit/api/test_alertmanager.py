@@ -4,48 +4,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from watcher.api.alertmanager import AlertmanagerHook
 from watcher.api.webhook import Refused, Verifier, WebhookSettings, signed_headers
-from watcher.core.errors import PolicyError
-from watcher.core.events import EventBus
+from watcher.fakes.context import feature_context, operator_of
+from watcher.fakes.operator import RecordingOperator
+from watcher.features import FeatureContext
 
 SECRET = "unit-alertmanager-secret-0123"
 TOKEN = "am-bearer-token-0123456789"
 
 
-class Reconciler:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    async def request_rollback(self, model: str, to_revision: str | None = None,
-                               by: str = "operator") -> None:
-        assert by == "alertmanager"
-        if model == "no-history":
-            raise PolicyError("no earlier stable revision")
-        self.calls.append(("rollback", model))
-
-    def request_resync(self, key: str | None) -> None:
-        self.calls.append(("resync", str(key)))
+def audit_lines(ctx: FeatureContext) -> list[dict[str, Any]]:
+    path = ctx.settings.state_dir / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-class Audit:
-    def __init__(self) -> None:
-        self.lines: list[dict[str, Any]] = []
-
-    def write(self, action: str, **fields: Any) -> None:
-        self.lines.append({"action": action, **fields})
+def calls(ctx: FeatureContext) -> list[tuple[str, str | None]]:
+    return [(action, model) for action, model, _, _ in operator_of(ctx).calls]
 
 
-def make(tmp_path: Path, **am: Any) -> tuple[AlertmanagerHook, Any]:
+def make(tmp_path: Path, **am: Any) -> tuple[AlertmanagerHook, FeatureContext]:
     settings = WebhookSettings.parse({"secret": SECRET, "alertmanager": am})
-    daemon = SimpleNamespace(bus=EventBus(), reconciler=Reconciler(), audit=Audit(),
-                             settings=SimpleNamespace(state_dir=tmp_path))
-    return AlertmanagerHook(daemon, Verifier(settings), settings.alertmanager), daemon
+    ctx = feature_context(tmp_path, operator=RecordingOperator(refuse={"no-history": "no earlier stable revision"}))
+    return AlertmanagerHook(ctx, Verifier(settings), settings.alertmanager), ctx
 
 
 def payload(group: str, status: str = "firing", **labels: str) -> bytes:
@@ -73,21 +58,21 @@ async def test_once_per_group(tmp_path: Path) -> None:
     body2 = body.replace(b'"abc"', b'"abc" ')
     status, reply = await hook.handle(signed(body2), body2, "test")
     assert reply["actions"][0]["result"] == "duplicate"
-    assert daemon.reconciler.calls == [("rollback", "qwen-chat")]
-    assert [line["action"] for line in daemon.audit.lines] == ["alertmanager_rollback"]
-    assert daemon.audit.lines[0]["by"] == "alertmanager"
+    assert calls(daemon) == [("rollback", "qwen-chat")]
+    assert [line["action"] for line in audit_lines(daemon)] == ["alertmanager_rollback"]
+    assert audit_lines(daemon)[0]["by"] == "alertmanager"
     # a restarted daemon remembers the group
     hook2, daemon2 = make(tmp_path)
     body3 = body + b" "
     await hook2.handle(signed(body3), body3, "test")
-    assert daemon2.reconciler.calls == []
+    assert calls(daemon2) == []
     # resolved forgets it: the next outage acts again
     resolved = payload("{}:{alertname=\"HighErrorRate\"}", "resolved", model="qwen-chat",
                        action="rollback")
     assert (await hook2.handle(signed(resolved), resolved, "t"))[1]["status"] == "resolved"
     body4 = body + b"\n\n"
     await hook2.handle(signed(body4), body4, "test")
-    assert daemon2.reconciler.calls == [("rollback", "qwen-chat")]
+    assert calls(daemon2) == [("rollback", "qwen-chat")]
 
 
 async def test_selection_and_failures(tmp_path: Path) -> None:
@@ -104,11 +89,11 @@ async def test_selection_and_failures(tmp_path: Path) -> None:
     body = payload("g3", alertname="A", model="no-history", action="rollback")
     result = (await hook.handle(signed(body), body, "t"))[1]["actions"][0]["result"]
     assert result == "failed: no earlier stable revision"
-    assert daemon.reconciler.calls == [("resync", "m")]
-    hook3, _ = make(tmp_path)
+    assert calls(daemon) == [("resync", "m")]
+    hook3, ctx3 = make(tmp_path)
     body = payload("g4", alertname="A", model="m", action="restart")
     result = (await hook3.handle(signed(body), body, "t"))[1]["actions"][0]["result"]
-    assert result.startswith("unsupported")
+    assert result == "requested" and calls(ctx3) == [("restart", "m")]
 
 
 async def test_auth(tmp_path: Path) -> None:
@@ -124,7 +109,7 @@ async def test_auth(tmp_path: Path) -> None:
         await hook.handle(signed(b"{}"), b"{}", "t")
     assert e.value.status == 400
     await hook.handle({"authorization": f"Bearer {TOKEN}"}, body, "t")
-    assert daemon.reconciler.calls == [("rollback", "m")]
+    assert calls(daemon) == [("rollback", "m")]
     hook_off, _ = make(tmp_path, enabled=False)
     with pytest.raises(Refused) as e:
         await hook_off.handle(signed(body), body, "t")

@@ -8,8 +8,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import httpx
 import pytest
@@ -17,37 +15,12 @@ import pytest
 from watcher.api import server as api
 from watcher.api.webhook import Refused, Verifier, WebhookSettings, sign, signed_headers
 from watcher.core.errors import SettingsError
-from watcher.core.events import Event, EventBus, Kind
-from watcher.observability.metrics import metrics_for
+from watcher.core.events import Event, Kind
+from watcher.fakes.context import feature_context, operator_of
+from watcher.features import FeatureContext
 from watcher.settings import ApiSettings
 
 SECRET = "unit-webhook-secret-0123456789"
-
-
-class Reconciler:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str | None]] = []
-
-    def request_resync(self, key: str | None) -> None:
-        self.calls.append(("resync", key))
-
-    async def request_rollback(self, model: str, to_revision: str | None = None,
-                               by: str = "operator") -> None:
-        self.calls.append(("rollback", model))
-
-
-class State:
-    def status(self) -> dict[str, Any]:
-        return {"models": {"m": {"revision": "1"}}}
-
-
-class Daemon:
-    def __init__(self, tmp: Path, webhook: dict[str, Any]) -> None:
-        self.bus = EventBus()
-        self.reconciler = Reconciler()
-        self.state = State()
-        self.settings = SimpleNamespace(api=ApiSettings(enabled=True, port=0), webhook=webhook,
-                                        state_dir=tmp)
 
 
 def test_settings_validation() -> None:
@@ -92,13 +65,14 @@ def test_verifier() -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(tmp_path: Path) -> AsyncIterator[tuple[Daemon, str]]:
-    daemon = Daemon(tmp_path, {"secret": SECRET, "max_body_bytes": 1024,
-                               "alertmanager": {"bearer_token": "am-token-0123456789abc"}})
-    a = api.Api(daemon, WebhookSettings.parse(daemon.settings.webhook))
+async def serving(tmp_path: Path) -> AsyncIterator[tuple[FeatureContext, str]]:
+    ctx = feature_context(tmp_path, api=ApiSettings(enabled=True, port=0),
+                          webhook={"secret": SECRET, "max_body_bytes": 1024,
+                                   "alertmanager": {"bearer_token": "am-token-0123456789abc"}})
+    a = api.Api(ctx, WebhookSettings.parse(ctx.settings.webhook))
     server = await asyncio.start_server(a.serve_connection, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    yield daemon, f"http://127.0.0.1:{port}"
+    yield ctx, f"http://127.0.0.1:{port}"
     server.close()
     await server.wait_closed()
 
@@ -108,13 +82,15 @@ def _signed(body: bytes) -> dict[str, str]:
 
 
 async def test_endpoints(tmp_path: Path) -> None:
-    async with serving(tmp_path) as (daemon, base), httpx.AsyncClient(base_url=base) as c:
+    async with serving(tmp_path) as (ctx, base), httpx.AsyncClient(base_url=base) as c:
         r = await c.get("/healthz")
         assert r.json() == {"status": "ok", "ready": False}
-        daemon.bus.subscribe(metrics_for(daemon).on_event)
-        daemon.bus.emit(Event(Kind.RECONCILED))
+        ctx.bus.subscribe(ctx.metrics.on_event)
+        ctx.bus.emit(Event(Kind.RECONCILED))
+        ctx.ready = lambda: True
         assert (await c.get("/healthz")).json()["ready"] is True
-        assert (await c.get("/status")).json() == {"models": {"m": {"revision": "1"}}}
+        ctx.state.record_seen("m", "1", source="test")
+        assert (await c.get("/status")).json()["models"]["m"]["last_revision"] == "1"
         m = await c.get("/metrics")
         assert m.headers["content-type"].startswith("text/plain")
         assert "model_watcher_ready 1.0" in m.text
@@ -125,7 +101,7 @@ async def test_endpoints(tmp_path: Path) -> None:
         body = json.dumps({"event": "model_updated", "model": {"name": "qwen-chat"}}).encode()
         r = await c.post("/hooks/model-updated", content=body, headers=_signed(body))
         assert r.status_code == 202, r.text
-        assert daemon.reconciler.calls == [("resync", "qwen-chat")]
+        assert operator_of(ctx).calls == [("resync", "qwen-chat", None, "webhook")]
         r = await c.post("/hooks/model-updated", content=body, headers=_signed(body))
         assert r.status_code == 409  # same second, same body: a replay
         other = json.dumps({"event": "model_deleted", "model": "qwen-chat"}).encode()
@@ -149,8 +125,8 @@ async def test_endpoints(tmp_path: Path) -> None:
                 yield b" " * 500
         r = await c.post("/hooks/model-updated", content=chunks())
         assert r.status_code == 413
-    assert daemon.reconciler.calls == [("resync", "qwen-chat")]
-    text = metrics_for(daemon).render().decode()
+    assert operator_of(ctx).calls == [("resync", "qwen-chat", None, "webhook")]
+    text = ctx.metrics.render().decode()
     assert 'endpoint="/hooks/model-updated",result="refused_401"} 2.0' in text
 
 
@@ -177,23 +153,20 @@ async def _keepalive_and_garbage(base: str) -> None:
 async def test_serve_lifecycle(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import socket
 
-    off = Daemon(tmp_path, {})
-    off.settings.api = ApiSettings()
+    off = feature_context(tmp_path)
     await asyncio.wait_for(api.serve(off), 1)  # disabled: returns at once
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        taken = Daemon(tmp_path, {})
-        taken.settings.api = ApiSettings(enabled=True, port=busy.getsockname()[1])
+        taken = feature_context(tmp_path, api=ApiSettings(enabled=True, port=busy.getsockname()[1]))
         await asyncio.wait_for(api.serve(taken), 2)  # port taken: logged, daemon goes on
     assert "cannot listen" in caplog.text
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    on = Daemon(tmp_path, {"secret": SECRET})
-    on.settings.api = ApiSettings(enabled=True, port=port)
+    on = feature_context(tmp_path, api=ApiSettings(enabled=True, port=port), webhook={"secret": SECRET})
     task = asyncio.create_task(api.serve(on))
     async with httpx.AsyncClient() as c:
         for _ in range(100):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from watcher.core.events import Event, EventBus, Kind
+from watcher.core.events import Event, Kind
+from watcher.fakes.context import feature_context
 from watcher.observability import metrics
 from watcher.settings import ApiSettings
 
@@ -74,15 +75,14 @@ def test_sequence() -> None:
     assert not [k for k in samples(m) if k[0] == "model_watcher_applied_info"]
 
 
-async def test_serve_feeds_shared_metrics() -> None:
-    api = ApiSettings(enabled=True)
-    daemon = SimpleNamespace(bus=EventBus(), settings=SimpleNamespace(api=api))
-    task = asyncio.create_task(metrics.serve(daemon))
+async def test_serve_feeds_shared_metrics(tmp_path: Path) -> None:
+    ctx = feature_context(tmp_path, api=ApiSettings(enabled=True))
+    task = asyncio.create_task(metrics.serve(ctx))
     await asyncio.sleep(0)
-    daemon.bus.emit(Event(Kind.RECONCILED))
-    assert metrics.metrics_for(daemon).ready._value.get() == 1
+    ctx.bus.emit(Event(Kind.RECONCILED))
+    assert "model_watcher_ready 1.0" in ctx.metrics.render().decode()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    off = SimpleNamespace(bus=EventBus(), settings=SimpleNamespace(api=ApiSettings()))
+    off = feature_context(tmp_path / "off")
     await asyncio.wait_for(metrics.serve(off), 1)
     assert not off.bus._subs

@@ -7,11 +7,11 @@ import os
 import socket
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from watcher.core.events import Event, EventBus, Kind
+from watcher.core.events import Event, Kind
+from watcher.fakes.context import feature_context
 from watcher.observability import sd_notify as notify
 
 
@@ -82,11 +82,12 @@ def test_status_line() -> None:
     assert len(st.text) <= 200
 
 
-async def test_feature_lifecycle(sock: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_feature_lifecycle(sock: socket.socket, monkeypatch: pytest.MonkeyPatch,
+                                 tmp_path: Path) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", sock.getsockname())
     monkeypatch.setenv("WATCHDOG_USEC", "100000")  # ping every 50 ms
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    daemon = SimpleNamespace(bus=EventBus())
+    daemon = feature_context(tmp_path)
     task = asyncio.create_task(notify.serve(daemon))
     await asyncio.sleep(0.3)
     msgs = drain(sock)
@@ -131,6 +132,6 @@ async def test_reload_ready_fallback(sock: socket.socket, monkeypatch: pytest.Mo
     assert msgs[-1]["STATUS"].startswith("settings reloaded")
 
 
-async def test_serve_without_socket_returns(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_serve_without_socket_returns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    await asyncio.wait_for(notify.serve(SimpleNamespace(bus=EventBus())), 1)
+    await asyncio.wait_for(notify.serve(feature_context(tmp_path)), 1)

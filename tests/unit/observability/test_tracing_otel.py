@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from watcher.core.errors import SettingsError
+from watcher.fakes.context import feature_context
 from watcher.observability import tracing, tracing_otel
 
 
@@ -43,14 +44,14 @@ async def test_one_trace_per_revision() -> None:
     provider.shutdown()
 
 
-async def test_serve_installs_and_removes() -> None:
-    daemon = SimpleNamespace(settings=SimpleNamespace(tracing={"enabled": True}))
+async def test_serve_installs_and_removes(tmp_path: Path) -> None:
+    daemon = feature_context(tmp_path, tracing={"enabled": True})
     task = asyncio.create_task(tracing_otel.serve(daemon))
     await asyncio.sleep(0.05)
     assert isinstance(tracing.get_tracer(), tracing_otel.OTelTracer)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert isinstance(tracing.get_tracer(), tracing.NullTracer)
-    await asyncio.wait_for(tracing_otel.serve(SimpleNamespace(settings=SimpleNamespace(tracing={}))), 1)
+    await asyncio.wait_for(tracing_otel.serve(feature_context(tmp_path / "off")), 1)
     with pytest.raises(SettingsError, match="tracing"):
         tracing_otel.TracingSettings.parse({"exporter": "zipkin"})

@@ -1,0 +1,65 @@
+"""What the daemon hands its optional features: a typed context instead of the daemon itself.
+
+A feature is a module with `async def serve(ctx: FeatureContext) -> None` that runs for as
+long as the daemon (or until its settings section changes on SIGHUP): sd_notify, metrics, the
+HTTP API, alerts, tracing. A feature that is not configured returns at once and costs
+nothing, and its imports (prometheus_client, starlette, OpenTelemetry) happen only then.
+
+Features see the daemon through two narrow seams: the `EventBus` (decisions, outcomes) and
+the `Operator` (the few requests a feature may make: re-read, roll back, restart). Both are
+safe to call from the event loop without blocking.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from watcher.core.events import EventBus
+from watcher.core.state import State
+from watcher.observability.audit import AuditLog
+from watcher.settings import Settings
+
+if TYPE_CHECKING:
+    from watcher.observability.metrics import Metrics
+
+
+class Operator(Protocol):
+    """Requests a feature may make of the daemon; each schedules work and returns at once."""
+
+    def request_resync(self, model: str | None = None) -> None:
+        """Re-read `model` (None: every document) from the config center now."""
+
+    def request_rollback(self, model: str, to_revision: str | None = None, *,
+                         by: str = "operator") -> None:
+        """Put the last stable revision (or `to_revision`) of `model` back."""
+
+    def request_restart(self, model: str, *, by: str = "operator") -> None:
+        """Restart the applied spec of `model` through the runtime."""
+
+
+@dataclass
+class FeatureContext:
+    """Everything a feature may use. `settings` is the set the feature was started with."""
+
+    settings: Settings
+    bus: EventBus
+    state: State
+    audit: AuditLog
+    #: The daemon's operator once it can act; None while it is starting (answer 503).
+    operator: Callable[[], Operator | None]
+    #: True once the first full reconcile after start is done (READY).
+    ready: Callable[[], bool] = field(default=lambda: False)
+
+    @functools.cached_property
+    def metrics(self) -> Metrics:
+        """The daemon's one metrics registry, created (and prometheus_client imported) on
+        first use, shared by every feature of this context."""
+        from watcher.observability.metrics import Metrics
+
+        return Metrics()
+
+
+Feature = Callable[[FeatureContext], object]
