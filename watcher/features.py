@@ -12,11 +12,15 @@ safe to call from the event loop without blocking.
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import Callable
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from watcher.core.errors import WatcherError
 from watcher.core.events import EventBus
 from watcher.core.state import State
 from watcher.observability.audit import AuditLog
@@ -62,4 +66,39 @@ class FeatureContext:
         return Metrics()
 
 
-Feature = Callable[[FeatureContext], object]
+
+#: Feature modules and the settings sections each reads at start: a SIGHUP that changes
+#: one of them restarts that feature with the new settings.
+FEATURES: dict[str, tuple[str, ...]] = {
+    "watcher.observability.sd_notify": (),
+    "watcher.observability.metrics": ("api",),
+    "watcher.api.server": ("api", "webhook", "state_dir"),
+    "watcher.alerts": ("alerts",),
+    "watcher.observability.tracing_otel": ("tracing",),
+}
+
+
+def changed_features(old: Settings, new: Settings) -> list[str]:
+    """The features whose settings sections differ between `old` and `new`."""
+    return [name for name, sections in FEATURES.items()
+            if any(getattr(old, s) != getattr(new, s) for s in sections)]
+
+
+async def run_feature(module_name: str, ctx: FeatureContext) -> None:
+    """Run one feature until cancelled. A feature whose module or extra is missing, whose
+    settings are invalid, or that crashes, is logged; the daemon goes on without it."""
+    log = logging.getLogger("watcher.features")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        log.warning("feature %s unavailable: %s is not installed", module_name, exc.name)
+        return
+    serve: Callable[[FeatureContext], Awaitable[None]] = module.serve
+    try:
+        await serve(ctx)
+    except asyncio.CancelledError:
+        raise
+    except WatcherError as exc:
+        log.error("%s: %s; the daemon goes on without it", module_name, exc.reason)
+    except Exception:  # a broken feature must not take the reconciler down
+        log.exception("feature %s crashed; the daemon goes on without it", module_name)

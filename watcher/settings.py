@@ -52,6 +52,13 @@ class ReconcileSettings(_Section):
     max_parallel: int = Field(4, ge=1, description="models applied at once (one model server is behind them all)")
     fallback_to_restart: bool = True
     shutdown_grace: float = Field(30.0, ge=0, description="SIGTERM: let the current step finish")
+    apply_timeout: float = Field(900.0, gt=0, description="deadline of one revision's handling "
+                                 "(pull, start, health gate included); past it: failed")
+    retries: int = Field(2, ge=0, le=10, description="retries of a transient apply failure")
+    retry_backoff: float = Field(1.0, gt=0, le=60, description="first retry delay, doubling")
+    history_limit: int = Field(500, ge=10, description="history rows kept per model")
+    history_stable: int = Field(20, ge=1, description="stable rows (rollback targets) kept "
+                                "per model beyond history_limit")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> ReconcileSettings:

@@ -7,6 +7,7 @@ cannot start makes the test fail, never skip.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -76,6 +77,17 @@ def wait_until(
         time.sleep(interval)
     detail = f" (last error: {last_exc!r})" if last_exc else ""
     raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}{detail}")
+
+
+async def eventually(predicate: Callable[[], object], timeout: float, what: str,
+                     interval: float = 0.05) -> None:
+    """Poll something outside the daemon (a server's answer, a file) until it holds; for
+    what a sink or the daemon delivers, wait on that signal instead."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

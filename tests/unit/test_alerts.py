@@ -19,6 +19,7 @@ from watcher.alerts.rules import Engine, Notification, Rule
 from watcher.api.webhook import Verifier, WebhookSettings
 from watcher.core.errors import SettingsError
 from watcher.core.events import Event, Kind
+from watcher.core.outcome import Action, Outcome, Verdict
 from watcher.fakes.context import feature_context
 
 ROBOT_SECRET = "SECunit-robot-secret-0123456789"
@@ -29,59 +30,59 @@ def rule(condition: str, **kw: object) -> Rule:
 
 
 def fail(model: str = "m", rev: str = "1") -> Event:
-    return Event(Kind.FAILED, model=model, revision=rev, reason="health gate failed")
+    return Outcome(Verdict.FAILED, model, rev, "health gate failed")
 
 
 def test_burst_is_one_message_then_recovery() -> None:
     e = Engine([rule("update_failed", cooldown=600)])
-    out = [n for i in range(20) for n in e.on_event(fail(rev=str(i)), 100.0 + i)]
+    out = [n for i in range(20) for n in e.on_message(fail(rev=str(i)), 100.0 + i)]
     assert [(n.status, n.count) for n in out] == [("firing", 1)]
     assert "health gate failed" in out[0].text
-    rec = e.on_event(Event(Kind.APPLIED, model="m", revision="21"), 200.0)
+    rec = e.on_message(Outcome(Verdict.APPLIED, "m", "21"), 200.0)
     assert [(n.status, n.title) for n in rec] == [("resolved", "[RESOLVED] update_failed: m")]
     assert "lasted 1m40s" in rec[0].text
     # flapping inside the cooldown: suppressed, and no recovery for a suppressed incident
-    assert e.on_event(fail(), 210.0) == []
-    assert e.on_event(Event(Kind.APPLIED, model="m"), 220.0) == []
+    assert e.on_message(fail(), 210.0) == []
+    assert e.on_message(Outcome(Verdict.APPLIED, "m", "r"), 220.0) == []
     assert e.suppressed == 1
     # an incident still triggering after the cooldown is sent then
-    assert e.on_event(fail(), 300.0) == []
-    assert [n.status for n in e.on_event(fail(), 801.0)] == ["firing"]
+    assert e.on_message(fail(), 300.0) == []
+    assert [n.status for n in e.on_message(fail(), 801.0)] == ["firing"]
     # other models are other incidents
-    assert [n.subject for n in e.on_event(fail("other"), 802.0)] == ["other"]
+    assert [n.subject for n in e.on_message(fail("other"), 802.0)] == ["other"]
 
 
 def test_threshold_filters_and_conditions() -> None:
     e = Engine([rule("update_failed", threshold=3, cooldown=0, models=["a"]),
                 rule("rollback", cooldown=0), rule("health_failing", threshold=2, cooldown=0),
                 rule("update_rejected", cooldown=0, recovery=False)])
-    assert e.on_event(fail("a"), 1) == [] and e.on_event(fail("a"), 2) == []
-    assert [n.rule for n in e.on_event(fail("a"), 3)] == ["update_failed"]
-    assert e.on_event(fail("b"), 4) == []  # not a model of this rule
-    assert [n.rule for n in e.on_event(Event(Kind.ROLLED_BACK, model="a"), 5)] == ["rollback"]
-    bad = Event(Kind.HEALTH, model="a", fields={"ok": False})
-    assert e.on_event(bad, 6) == []
-    assert [n.rule for n in e.on_event(bad, 7)] == ["health_failing"]
-    resolved = e.on_event(Event(Kind.HEALTH, model="a", fields={"ok": True}), 8)
+    assert e.on_message(fail("a"), 1) == [] and e.on_message(fail("a"), 2) == []
+    assert [n.rule for n in e.on_message(fail("a"), 3)] == ["update_failed"]
+    assert e.on_message(fail("b"), 4) == []  # not a model of this rule
+    assert [n.rule for n in e.on_message(Outcome(Verdict.APPLIED, "a", "r", action=Action.ROLLBACK), 5)] == ["rollback"]
+    bad = Event(Kind.HEALTH, model="a", ok=False)
+    assert e.on_message(bad, 6) == []
+    assert [n.rule for n in e.on_message(bad, 7)] == ["health_failing"]
+    resolved = e.on_message(Event(Kind.HEALTH, model="a", ok=True), 8)
     assert [(n.rule, n.status) for n in resolved] == [("health_failing", "resolved")]
-    assert [n.rule for n in e.on_event(Event(Kind.REJECTED, model="a"), 9)] == ["update_rejected"]
-    after = e.on_event(Event(Kind.APPLIED, model="a"), 10)
+    assert [n.rule for n in e.on_message(Outcome(Verdict.REJECTED, "a", "r"), 9)] == ["update_rejected"]
+    after = e.on_message(Outcome(Verdict.APPLIED, "a", "r"), 10)
     assert sorted((n.rule, n.status) for n in after) == [
         ("rollback", "resolved"), ("update_failed", "resolved")]  # rejected: recovery off
 
 
 def test_source_down_after_threshold_seconds() -> None:
     e = Engine([rule("source_down", threshold=30, cooldown=0)])
-    assert e.on_event(Event(Kind.SOURCE_DOWN, reason="connection refused"), 100) == []
+    assert e.on_message(Event(Kind.SOURCE_DOWN, reason="connection refused"), 100) == []
     assert e.tick(120) == []
-    assert e.on_event(Event(Kind.SOURCE_DOWN), 125) == []  # repeated edge: same outage
+    assert e.on_message(Event(Kind.SOURCE_DOWN), 125) == []  # repeated edge: same outage
     fired = e.tick(131)
     assert [n.status for n in fired] == ["firing"] and "connection refused" in fired[0].text
     assert e.tick(200) == []
-    assert [n.status for n in e.on_event(Event(Kind.SOURCE_UP), 250)] == ["resolved"]
+    assert [n.status for n in e.on_message(Event(Kind.SOURCE_UP), 250)] == ["resolved"]
     # a short blip never fires and sends no recovery
-    e.on_event(Event(Kind.SOURCE_DOWN), 300)
-    assert e.on_event(Event(Kind.SOURCE_UP), 310) == []
+    e.on_message(Event(Kind.SOURCE_DOWN), 300)
+    assert e.on_message(Event(Kind.SOURCE_UP), 310) == []
     assert e.tick(400) == []
 
 
@@ -174,7 +175,7 @@ async def test_delivery_retries_and_never_blocks(tmp_path: Path) -> None:
         while len(rx.at("/ding")) < 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         assert len(rx.at("/ding")) == 3  # 500, error code, then delivered
-        bus.emit(Event(Kind.APPLIED, model="m", revision="99"))
+        bus.emit(Outcome(Verdict.APPLIED, "m", "99"))
         while len(rx.at("/ding")) < 4 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.2)

@@ -33,7 +33,7 @@ from watcher.alerts.delivery import Dispatcher
 from watcher.alerts.formats import NotifierSettings
 from watcher.alerts.rules import Engine, Notification, Rule
 from watcher.core.errors import SettingsError
-from watcher.core.events import Event
+from watcher.core.events import Message
 from watcher.observability.logs import register_secret
 from watcher.plugins import parse_options
 
@@ -102,8 +102,8 @@ class AlertFeature:
     def _record(self, n: Notification, notifier: str, result: str) -> None:
         self.metrics.alert_sent(n.rule, notifier, n.status, result)
 
-    def on_event(self, ev: Event) -> None:
-        self._submit(self.engine.on_event(ev, time.time()))
+    def on_message(self, message: Message) -> None:
+        self._submit(self.engine.on_message(message, time.time()))
 
     def _submit(self, notes: list[Notification]) -> None:
         for n in notes:
@@ -127,7 +127,7 @@ async def serve(ctx: FeatureContext) -> None:
     if not settings.rules:
         return
     feature = AlertFeature(ctx, settings)
-    unsubscribe = ctx.bus.subscribe(feature.on_event)
+    unsubscribe = ctx.bus.subscribe(feature.on_message)
     log.info("alerts: %d rules, %d notifiers", len(settings.rules), len(settings.notifiers))
     try:
         await feature.run()

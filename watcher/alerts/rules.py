@@ -2,10 +2,11 @@
 
 A rule is `name`, `condition`, `threshold`, `notify` (notifier names), `cooldown` (s):
 
-    update_failed    FAILED events for a model; fires at `threshold` consecutive failures;
-                     ends when the model is applied (or found unchanged) again
-    update_rejected  REJECTED events likewise (a bad document reached the config center)
-    rollback         ROLLED_BACK events; ends with the next APPLIED of that model
+    update_failed    failed outcomes of a model (not of a restart); fires at `threshold`
+                     consecutive failures; ends when the model is applied (or unchanged) again
+    update_rejected  rejected outcomes likewise (a bad document reached the config center)
+    rollback         an operator's rollback, or a failure that put the previous spec back;
+                     ends with the next applied update of that model
     health_failing   HEALTH events with ok=false, `threshold` in a row; ends with ok=true
     source_down      the config center unreachable for `threshold` seconds; ends on SOURCE_UP
 
@@ -24,7 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from watcher.core.events import Event, Kind
+from watcher.core.events import Kind, Message
+from watcher.core.outcome import Action, Outcome, Verdict
 
 Condition = Literal["update_failed", "update_rejected", "rollback", "health_failing",
                     "source_down"]
@@ -78,7 +80,7 @@ class Engine:
     def _incident(self, rule: Rule, subject: str) -> Incident:
         return self.incidents.setdefault((rule.name, subject), Incident())
 
-    def on_event(self, ev: Event, now: float) -> list[Notification]:
+    def on_message(self, ev: Message, now: float) -> list[Notification]:
         out: list[Notification] = []
         for rule in self.rules:
             if rule.models and ev.model not in rule.models and rule.condition != "source_down":
@@ -153,34 +155,41 @@ def _note(rule: Rule, status: Literal["firing", "resolved"], subject: str, model
                         inc.count, inc.started_at, now, tuple(rule.notify))
 
 
-def _classify(condition: str, ev: Event) -> tuple[bool, bool]:
-    """(triggers, resolves) for `ev` under `condition`."""
-    k = ev.kind
-    healthy_again = k in (Kind.APPLIED, Kind.NOOP)
-    if condition == "update_failed":
-        return k is Kind.FAILED, healthy_again
-    if condition == "update_rejected":
-        return k is Kind.REJECTED, healthy_again
-    if condition == "rollback":
-        return k is Kind.ROLLED_BACK, k is Kind.APPLIED
-    if condition == "health_failing":
-        ok = bool(ev.fields.get("ok"))
-        return k is Kind.HEALTH and not ok, (k is Kind.HEALTH and ok) or healthy_again
+def _classify(condition: str, m: Message) -> tuple[bool, bool]:
+    """(triggers, resolves) for message `m` under `condition`."""
+    if isinstance(m, Outcome):
+        good = m.verdict in (Verdict.APPLIED, Verdict.NOOP) and m.action is Action.UPDATE
+        if condition == "update_failed":  # a failed restart is no failed update
+            return m.verdict is Verdict.FAILED and m.action is not Action.RESTART, good
+        if condition == "update_rejected":
+            return m.verdict is Verdict.REJECTED, good
+        if condition == "rollback":
+            rolled = m.label == "rolled_back" or m.restored is not None
+            return rolled, m.verdict is Verdict.APPLIED and m.action is Action.UPDATE
+        if condition == "health_failing":
+            return False, good
+        return False, False
+    if condition == "health_failing" and m.kind is Kind.HEALTH:
+        return not m.ok, bool(m.ok)
     if condition == "source_down":
-        return k is Kind.SOURCE_DOWN, k is Kind.SOURCE_UP
+        return m.kind is Kind.SOURCE_DOWN, m.kind is Kind.SOURCE_UP
     return False, False
 
 
-def _describe(ev: Event) -> str:
-    rev = f" rev {ev.revision}" if ev.revision else ""
-    ver = f" ({ev.version})" if ev.version else ""
-    what = {
-        Kind.FAILED: "update failed", Kind.REJECTED: "revision rejected",
-        Kind.ROLLED_BACK: "rolled back", Kind.APPLIED: "applied", Kind.NOOP: "unchanged",
-        Kind.HEALTH: "health gate " + ("passed" if ev.fields.get("ok") else "failing"),
-    }.get(ev.kind, str(ev.kind))
-    text = f"{ev.model or ''}{rev}{ver}: {what}"
-    return f"{text}: {ev.reason}" if ev.reason else text
+def _describe(m: Message) -> str:
+    rev = f" rev {m.revision}" if m.revision else ""
+    ver = f" ({m.version})" if m.version else ""
+    if isinstance(m, Outcome):
+        what = {"failed": f"{m.action} failed", "rejected": "revision rejected",
+                "rolled_back": "rolled back", "applied": "applied", "noop": "unchanged"}.get(
+            m.label, m.label)
+        if m.restored:
+            what += f"; {m.restored} put back"
+    else:
+        what = ("health gate " + ("passed" if m.ok else "failing")) if m.kind is Kind.HEALTH \
+            else str(m.kind)
+    text = f"{m.model or ''}{rev}{ver}: {what}"
+    return f"{text}: {m.reason}" if m.reason else text
 
 
 def _duration(seconds: float) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 
 from watcher.cli.common import settings_from_args
@@ -25,44 +24,48 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     logs.setup(settings.log_level, settings.log_format)
+    from watcher.assembly import build
     from watcher.core.events import EventBus
     from watcher.core.state import State
-    from watcher.daemon import build
+    from watcher.core.statelock import StateLock
     from watcher.observability.audit import AuditLog
 
-    state = State(settings.state_dir / "state.db")
-    daemon = state.status()["daemon"]
-    if daemon.get("running"):
-        print(f"model-watcher: a daemon (pid {daemon['pid']}) already reconciles "
+    lock = StateLock(settings.state_dir)
+    if not lock.acquire():
+        print(f"model-watcher: a daemon (pid {lock.holder() or '?'}) already reconciles "
               f"{settings.state_dir}; not acting", file=sys.stderr)
         return 3
+    state = State(settings.state_dir / "state.db")
 
     async def main() -> int:
         bus = EventBus()
         audit = AuditLog(settings.state_dir / "audit.jsonl")
-        bus.subscribe(audit.on_event)
-        source, executor, reconciler = build(settings, state, bus, audit)
+        bus.subscribe(audit.on_message)
+        parts = build(settings, state, bus)
+        reconciler = parts.reconciler
         reconciler.immediate = True
-        reconciler.bind(asyncio.get_running_loop())
         try:
-            await reconciler.recover()
+            await reconciler.start()
             try:
-                changes = await source.read_all()
+                snapshot = await parts.source.snapshot()
             except SourceUnavailable as exc:
                 print(f"model-watcher: config center unavailable: {exc.reason}", file=sys.stderr)
                 return 4
-            reconciler.snapshot(changes)
+            reconciler.connectivity(True, "once")
+            reconciler.snapshot(snapshot.documents)
             await reconciler.idle()
         finally:
-            with contextlib.suppress(Exception):
-                await source.aclose()
-            await executor.aclose()
+            await parts.aclose()
+            audit.close()
             state.close()
-        bad = [o for o in reconciler.outcomes if o.outcome in ("rejected", "failed")]
-        for o in reconciler.outcomes:
-            print(f"{o.model}\t{o.revision}\t{o.outcome}\t{o.reason}".rstrip())
-        if not reconciler.outcomes:
+        outcomes = list(reconciler.outcomes.outcomes)
+        for o in outcomes:
+            print(f"{o.model}\t{o.revision}\t{o.label}\t{o.reason}".rstrip())
+        if not outcomes:
             print("everything is in line")
-        return 1 if bad else 0
+        return 1 if reconciler.outcomes.failed() else 0
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    finally:
+        lock.release()

@@ -18,7 +18,9 @@ import time
 from watcher.cli.common import settings_from_args
 from watcher.core.errors import WatcherError
 from watcher.core.state import State
+from watcher.core.statelock import StateLock
 from watcher.observability import logs
+from watcher.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,41 +36,50 @@ def run(args: argparse.Namespace) -> int:
     logs.setup(settings.log_level, "text" if settings.log_format == "auto" else settings.log_format)
     state = State(settings.state_dir / "state.db")
     by = f"operator:{getpass.getuser()}"
-    daemon = state.status()["daemon"]
-    if daemon.get("running"):
-        req = state.add_request("rollback", args.model, args.to_revision, by)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(int(daemon["pid"]), signal.SIGUSR1)
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline:
-            row = state.request(req)
-            if row and row["done_at"]:
-                print(row["result"])
-                return 0 if row["ok"] else 1
-            time.sleep(0.2)
-        print("model-watcher: the daemon did not answer the rollback request in time",
-              file=sys.stderr)
-        return 1
+    lock = StateLock(settings.state_dir)
+    if not lock.acquire():
+        return _through_daemon(state, lock.holder(), args, by)
+    try:
+        return asyncio.run(_act(settings, state, args, by))
+    finally:
+        lock.release()
 
+
+def _through_daemon(state: State, pid: int | None, args: argparse.Namespace, by: str) -> int:
+    """Queue the request for the running daemon (the only process acting on the server)."""
+    req = state.add_request("rollback", args.model, args.to_revision, by)
+    if pid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        row = state.request(req)
+        if row and row["done_at"]:
+            print(row["result"])
+            return 0 if row["ok"] else 1
+        time.sleep(0.2)
+    print("model-watcher: the daemon did not answer the rollback request in time", file=sys.stderr)
+    return 1
+
+
+async def _act(settings: Settings, state: State, args: argparse.Namespace, by: str) -> int:
+    """No daemon runs: build the same parts and roll back from this process."""
+    from watcher.assembly import build
     from watcher.core.events import EventBus
-    from watcher.daemon import build
     from watcher.observability.audit import AuditLog
 
-    async def main() -> int:
-        bus = EventBus()
-        audit = AuditLog(settings.state_dir / "audit.jsonl")
-        bus.subscribe(audit.on_event)
-        source, executor, reconciler = build(settings, state, bus, audit)
-        reconciler.bind(asyncio.get_running_loop())
-        try:
-            out = await reconciler.rollback(args.model, args.to_revision, by=by)
-        except WatcherError as exc:
-            print(f"model-watcher: {exc.reason}", file=sys.stderr)
-            return 1
-        finally:
-            await executor.aclose()
-            await source.aclose()
-        print(f"{out.outcome}: {args.model} @ {out.revision} {out.reason}".rstrip())
-        return 0 if out.outcome in ("applied", "noop") else 1
-
-    return asyncio.run(main())
+    bus = EventBus()
+    audit = AuditLog(settings.state_dir / "audit.jsonl")
+    bus.subscribe(audit.on_message)
+    parts = build(settings, state, bus)
+    try:
+        await parts.reconciler.start()
+        out = await parts.reconciler.rollback(args.model, args.to_revision, by=by)
+    except WatcherError as exc:
+        print(f"model-watcher: {exc.reason}", file=sys.stderr)
+        return 1
+    finally:
+        await parts.aclose()
+        audit.close()
+    print(f"{out.label}: {args.model} @ {out.revision} {out.reason}".rstrip())
+    return 0 if out.ok else 1

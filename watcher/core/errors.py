@@ -59,9 +59,15 @@ class ApplyError(WatcherError):
     """Applying an accepted document failed; the last good state keeps serving.
 
     `rolled_back` is set when the previous spec had to be put back (not merely kept).
+    `transient` says the failure was in reaching something (a timeout, a refused
+    connection), not in what was asked: the pipeline retries those a few times.
     """
 
     rolled_back = False
+
+    def __init__(self, *args: object, transient: bool = False) -> None:
+        super().__init__(*args)
+        self.transient = transient
 
 
 class TargetError(ApplyError):

@@ -1,7 +1,11 @@
-"""Events the reconciler emits; audit, metrics, alerts and sd_notify subscribe to them.
+"""The event bus: outcomes (core/outcome.py) and the daemon's lifecycle signals.
 
-Subscribers are plain callables run inline: they must not block (enqueue and return).
-A subscriber that raises is logged and never stops the reconciler.
+Two kinds of message travel on it: an `Outcome` (what became of a revision or an action;
+published by the Recorder only) and an `Event` (a signal on the way: a revision seen, an
+apply starting, a health gate verdict, the source's connectivity, readiness, reload, stop).
+Subscribers (audit, metrics, alerts, sd_notify, the CLI's buffer) are plain callables run
+inline: they must not block (enqueue and return). A subscriber that raises is logged and
+never stops the daemon.
 """
 
 from __future__ import annotations
@@ -9,23 +13,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+
+from watcher.core.outcome import Outcome
+from watcher.core.plan import Plan
 
 log = logging.getLogger("watcher.core.events")
 
 
 class Kind(StrEnum):
-    SEEN = "seen"                    # a new revision arrived (after coalescing)
-    REJECTED = "rejected"            # parse / policy / verify refused it; server untouched
+    SEEN = "seen"                    # a new revision is taken up (after coalescing)
     APPLYING = "applying"            # intent recorded, about to act
-    APPLIED = "applied"              # committed
-    NOOP = "noop"                    # valid, nothing to change on the server; committed
-    FAILED = "failed"                # apply or health gate failed; last good serves
-    ROLLED_BACK = "rolled_back"      # the previous good spec was put back
-    DELETED = "deleted"              # the document disappeared from the source
-    HEALTH = "health"                # a health gate finished (fields: ok, probes)
+    HEALTH = "health"                # a health gate finished (ok, probes)
     SOURCE_UP = "source_up"
     SOURCE_DOWN = "source_down"
     RECONCILED = "reconciled"        # the first full reconcile after start is done
@@ -40,19 +40,16 @@ class Event:
     revision: str | None = None
     version: str | None = None
     reason: str | None = None
-    plan: str | None = None
-    duration: float | None = None
+    plan: Plan | None = None
     trace_id: str | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
+    #: HEALTH: the verdict and how many probes it took
+    ok: bool | None = None
+    probes: int | None = None
     at: float = field(default_factory=time.time)
 
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["kind"] = str(self.kind)
-        return {k: v for k, v in d.items() if v not in (None, {}, "")}
 
-
-Subscriber = Callable[[Event], None]
+Message = Event | Outcome
+Subscriber = Callable[[Message], None]
 
 
 class EventBus:
@@ -63,9 +60,13 @@ class EventBus:
         self._subs.append(fn)
         return lambda: self._subs.remove(fn)
 
-    def emit(self, event: Event) -> None:
+    def emit(self, message: Message) -> None:
         for fn in list(self._subs):
             try:
-                fn(event)
-            except Exception:  # a broken subscriber must not stop the reconciler
-                log.exception("event subscriber %r failed on %s", fn, event.kind)
+                fn(message)
+            except Exception:  # a broken subscriber must not stop the daemon
+                log.exception("event subscriber %r failed on %s", fn, _name(message))
+
+
+def _name(message: Message) -> str:
+    return str(message.kind) if isinstance(message, Event) else f"outcome {message.label}"

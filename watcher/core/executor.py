@@ -8,21 +8,25 @@ previous spec had to be put back).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
 import httpx
 
 from watcher.core.errors import ApplyError, HealthGateError, RuntimeStartError, TargetError
-from watcher.core.health import GateResult, HealthCheck, gate
+from watcher.core.health import GateResult, HealthCheck, Prober, gate
 from watcher.core.plan import Plan
 from watcher.core.spec import ModelSpec
+from watcher.core.state import Applied, Intent
 from watcher.observability.tracing import get_tracer
 from watcher.runtimes.base import Instance, Runtime
 from watcher.settings import Settings
 from watcher.targets.base import Target
 
 log = logging.getLogger("watcher.core.executor")
+#: Undoing an interrupted apply gets this long before it is given up (and logged).
+ABANDON_TIMEOUT = 60.0
 
 
 def _rolled_back(exc: ApplyError) -> ApplyError:
@@ -31,10 +35,12 @@ def _rolled_back(exc: ApplyError) -> ApplyError:
 
 
 class Executor:
-    def __init__(self, settings: Settings, target: Target | None, runtime: Runtime | None) -> None:
+    def __init__(self, settings: Settings, target: Target | None, runtime: Runtime | None, *,
+                 prober: Prober | None = None) -> None:
         self.settings = settings
         self.target = target
         self.runtime = runtime
+        self._prober = prober
         self._http = httpx.AsyncClient()
         #: Told every gate verdict (the reconciler turns it into a HEALTH event).
         self.on_health: Callable[[ModelSpec, GateResult], None] | None = None
@@ -69,7 +75,7 @@ class Executor:
         if url is None:
             return  # no health URL configured: the apply's own success is the signal
         with get_tracer().span("health_gate"):
-            result = await gate(url, check, self._http)
+            result = await gate(url, check, self._http, prober=self._prober)
         if self.on_health is not None:
             self.on_health(spec, result)
         if not result.ok:
@@ -172,11 +178,34 @@ class Executor:
             for inst in await self.runtime.instances(name):
                 await self.runtime.discard(inst)
 
-    async def revert_interrupted(self, model: str, applied: object) -> None:
+    async def abandon(self, intent: Intent | None, applied: Applied | None) -> None:
+        """Undo what an apply cut short (a defect, its deadline) had started, as its intent
+        says, within ABANDON_TIMEOUT: discard a new instance that never took over, put the
+        previous spec back after a hot swap or an in-place restart. Never raises: what it
+        cannot undo is logged, and the failed revision's alert says the rest."""
+        if intent is None:
+            return
+        try:
+            async with asyncio.timeout(ABANDON_TIMEOUT):
+                await self.revert_interrupted(intent.model, applied)
+                if intent.previous is None:
+                    return
+                previous = ModelSpec.model_validate(intent.previous)
+                if intent.step == "hot" and self.target is not None:
+                    await self.target.apply(previous, ModelSpec.model_validate(intent.spec))
+                elif intent.step == "restart" and self.runtime is not None:
+                    running = await self.runtime.instances(intent.model)
+                    if all(i.in_place for i in running):
+                        await self.runtime.start(previous, applied.revision if applied else "rollback")
+        except Exception as exc:
+            log.error("%s: could not undo the interrupted apply of %s: %s: %s", intent.model,
+                      intent.revision, type(exc).__name__, exc, extra={"model": intent.model})
+
+    async def revert_interrupted(self, model: str, applied: Applied | None) -> None:
         """After a kill mid-apply: discard instances of a revision that never committed."""
         if self.runtime is None:
             return
-        committed = getattr(applied, "revision", None)
+        committed = applied.revision if applied is not None else None
         instances = [i for i in await self.runtime.instances(model) if not i.in_place]
         if not any(i.revision == committed for i in instances):
             return  # nothing committed runs: keep what serves; the re-apply converges

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -73,8 +74,14 @@ async def probe(client: httpx.AsyncClient, url: str, check: HealthCheck) -> str 
     return None
 
 
-async def gate(url: str, check: HealthCheck, client: httpx.AsyncClient | None = None) -> GateResult:
-    """Run the gate to a verdict. Never raises for probe failures; returns the verdict."""
+#: One probe of a URL: None when healthy, else why not (the HTTP one is `probe`).
+Prober = Callable[[str, HealthCheck], Awaitable[str | None]]
+
+
+async def gate(url: str, check: HealthCheck, client: httpx.AsyncClient | None = None, *,
+               prober: Prober | None = None) -> GateResult:
+    """Run the gate to a verdict. Never raises for probe failures; returns the verdict.
+    `prober` replaces the HTTP probe (watcher.fakes.health scripts verdicts for tests)."""
     own = client is None
     http = client or httpx.AsyncClient()
     result = GateResult(ok=False)
@@ -86,7 +93,7 @@ async def gate(url: str, check: HealthCheck, client: httpx.AsyncClient | None = 
         while True:
             result.probes += 1
             started = time.perf_counter()
-            reason = await probe(http, url, check)
+            reason = await (prober(url, check) if prober is not None else probe(http, url, check))
             result.latencies_ms.append((time.perf_counter() - started) * 1000)
             if reason is None:
                 successes, failures = successes + 1, 0

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from watcher.core.outcome import LABELS
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS revisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -79,7 +81,7 @@ CREATE TABLE IF NOT EXISTS daemon (
 );
 """
 
-OUTCOMES = ("pending", "applied", "noop", "rejected", "failed", "rolled_back", "deleted", "superseded")
+OUTCOMES = ("pending", *LABELS)
 
 
 @dataclass(frozen=True)
@@ -184,12 +186,39 @@ class State:
     def finish(self, row_id: int, outcome: str, reason: str | None = None,
                plan: str | None = None) -> None:
         assert outcome in OUTCOMES, outcome
-        # A revision that was rolled back away from is no longer a rollback target.
         self._exec(
-            "UPDATE revisions SET outcome=?, reason=?, plan=COALESCE(?, plan), finished_at=?,"
-            " stable=CASE WHEN ? = 'rolled_back' THEN 0 ELSE stable END WHERE id=?",
-            (outcome, reason, plan, time.time(), outcome, row_id),
+            "UPDATE revisions SET outcome=?, reason=?, plan=COALESCE(?, plan), finished_at=?"
+            " WHERE id=?",
+            (outcome, reason, plan, time.time(), row_id),
         )
+
+    def mark_unstable(self, model: str, revision: str) -> None:
+        """`revision` was rolled back away from: no longer a rollback target."""
+        self._exec("UPDATE revisions SET stable=0 WHERE model=? AND revision=?", (model, revision))
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Rows never finished (the daemon was killed while handling them), oldest first."""
+        rows = self._exec("SELECT * FROM revisions WHERE outcome='pending' ORDER BY id")
+        return [_row(r) for r in rows]
+
+    def interruptions(self, model: str, revision: str) -> int:
+        """How often handling this revision was cut short by the daemon dying."""
+        row = self._exec(
+            "SELECT COUNT(*) FROM revisions WHERE model=? AND revision=? AND outcome='superseded'",
+            (model, revision)).fetchone()
+        return int(row[0])
+
+    def trim(self, keep: int, keep_stable: int) -> int:
+        """Forget history beyond the newest `keep` rows of each model, but keep its newest
+        `keep_stable` stable rows (rollback targets) and every unfinished one. Returns how
+        many rows went."""
+        cur = self._exec(
+            "DELETE FROM revisions WHERE id IN (SELECT id FROM (SELECT id, outcome, stable,"
+            " ROW_NUMBER() OVER (PARTITION BY model ORDER BY id DESC) AS rn,"
+            " ROW_NUMBER() OVER (PARTITION BY model, stable ORDER BY id DESC) AS srn"
+            " FROM revisions) WHERE rn > ? AND outcome != 'pending'"
+            " AND NOT (stable = 1 AND srn <= ?))", (keep, keep_stable))
+        return int(cur.rowcount or 0)
 
     def last_seen(self, model: str) -> dict[str, Any] | None:
         row = self._exec(
@@ -251,6 +280,9 @@ class State:
             (model, revision, json.dumps(spec), json.dumps(previous) if previous else None, step,
              time.time()),
         )
+
+    def intent(self, model: str) -> Intent | None:
+        return next((i for i in self.intents() if i.model == model), None)
 
     def clear_intent(self, model: str) -> None:
         self._exec("DELETE FROM intents WHERE model=?", (model,))

@@ -4,13 +4,13 @@ Served as text by `GET /metrics` on the loopback API listener (watcher/api/serve
 stay bounded: `reason` is a class of reason (`document`, `policy`, `verification`, `target`,
 `runtime`, `health_gate`, ...), never the free text, which goes to logs and history.
 
-    model_watcher_revisions_total{model,outcome,reason}     seen/applied/noop/rejected/failed/
-                                                             rolled_back/deleted
+    model_watcher_revisions_total{model,outcome,reason}     seen + every Outcome label
+                                                             (core/outcome.py LABELS)
     model_watcher_applied_info{model,revision,version}      1 for the applied revision
     model_watcher_applied_timestamp_seconds{model}
-    model_watcher_apply_duration_seconds{model,plan}        histogram (event.duration)
-    model_watcher_publish_to_applied_seconds{model}         histogram (event.fields observed_at
-                                                             or published_at -> applied)
+    model_watcher_apply_duration_seconds{model,plan}        histogram (Outcome.duration)
+    model_watcher_publish_to_applied_seconds{model}         histogram (observed at the source
+                                                             -> applied)
     model_watcher_source_up                                  1 connected, 0 not
     model_watcher_source_transitions_total{state}
     model_watcher_health_gate_total{model,result}            pass / fail
@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from watcher.core.events import Event, Kind
+from watcher.core.events import Kind, Message
+from watcher.core.outcome import Action, Outcome, Verdict
 
 if TYPE_CHECKING:
     from watcher.features import FeatureContext
@@ -38,40 +39,24 @@ log = logging.getLogger("watcher.observability.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-_OUTCOMES = {Kind.SEEN, Kind.APPLIED, Kind.NOOP, Kind.REJECTED, Kind.FAILED, Kind.ROLLED_BACK,
-             Kind.DELETED}
-#: error class (event.fields["error"]) -> reason label
+#: error class (Outcome.error) -> reason label
 _ERROR_CLASSES = {
     "DocumentError": "document", "PolicyError": "policy", "VerificationError": "verification",
     "TargetError": "target", "RuntimeStartError": "runtime", "HealthGateError": "health_gate",
-    "RejectedError": "rejected", "ApplyError": "apply",
+    "RejectedError": "rejected", "ApplyError": "apply", "TimeoutError": "deadline",
+    "CrashLoop": "crash_loop",
 }
-#: fallback when the event names no error class: words of the reason -> reason label
-_REASON_WORDS = (
-    ("health", "health_gate"), ("signature", "verification"), ("sha256", "verification"),
-    ("digest", "verification"), ("channel", "policy"), ("downgrade", "policy"),
-    ("lower than", "policy"), ("image tag", "policy"), ("schema", "document"),
-    ("yaml", "document"), ("json", "document"), ("document", "document"),
-    ("restart", "runtime"), ("container", "runtime"), ("hot swap", "target"),
-)
 
 
-def reason_label(ev: Event) -> str:
+def reason_label(o: Outcome) -> str:
     """A bounded label for why: the plan for successes, a class of error for failures."""
-    if ev.kind in (Kind.APPLIED, Kind.NOOP, Kind.ROLLED_BACK):
-        return plan_label(ev)
-    if ev.kind not in (Kind.REJECTED, Kind.FAILED):
+    if o.verdict in (Verdict.APPLIED, Verdict.NOOP):
+        return o.plan_kind
+    if o.verdict not in (Verdict.REJECTED, Verdict.FAILED):
         return ""
-    error = ev.fields.get("error")
-    if isinstance(error, str) and error:
-        return _ERROR_CLASSES.get(error, error.removesuffix("Error").lower() or "other")
-    text = (ev.reason or "").lower()
-    return next((label for word, label in _REASON_WORDS if word in text), "other")
-
-
-def plan_label(ev: Event) -> str:
-    """`hot`, `restart` or `noop`: the plan's kind without its list of changed paths."""
-    return (ev.plan or "").split(" ", 1)[0]
+    if not o.error:
+        return "other"
+    return _ERROR_CLASSES.get(o.error, "internal")
 
 
 class Metrics:
@@ -107,28 +92,32 @@ class Metrics:
         self.ready = Gauge("model_watcher_ready", "1 once the first reconcile is done", registry=r)
         self._applied: dict[str, tuple[str, str]] = {}
 
-    def on_event(self, ev: Event) -> None:
-        model = ev.model or ""
-        if ev.kind in _OUTCOMES:
-            self.revisions.labels(model, str(ev.kind), reason_label(ev)).inc()
-        if ev.kind in (Kind.APPLIED, Kind.ROLLED_BACK) and ev.model:
-            self._set_applied(ev.model, ev.revision or "", ev.version or "", ev.at)
-        if ev.kind in (Kind.APPLIED, Kind.FAILED, Kind.NOOP) and ev.duration is not None:
-            self.apply_duration.labels(model, plan_label(ev)).observe(max(ev.duration, 0.0))
-        if ev.kind is Kind.APPLIED:
-            started = ev.fields.get("published_at", ev.fields.get("observed_at"))
-            if isinstance(started, int | float):
-                self.publish_latency.labels(model).observe(max(ev.at - float(started), 0.0))
-        elif ev.kind is Kind.DELETED and ev.model:
-            self._clear_applied(ev.model)
+    def on_message(self, message: Message) -> None:
+        if isinstance(message, Outcome):
+            self._on_outcome(message)
+            return
+        ev = message
+        if ev.kind is Kind.SEEN:
+            self.revisions.labels(ev.model or "", "seen", "").inc()
         elif ev.kind in (Kind.SOURCE_UP, Kind.SOURCE_DOWN):
             up = ev.kind is Kind.SOURCE_UP
             self.source_up.set(1 if up else 0)
             self.source_transitions.labels("up" if up else "down").inc()
         elif ev.kind is Kind.HEALTH:
-            self.health.labels(model, "pass" if ev.fields.get("ok") else "fail").inc()
+            self.health.labels(ev.model or "", "pass" if ev.ok else "fail").inc()
         elif ev.kind is Kind.RECONCILED:
             self.ready.set(1)
+
+    def _on_outcome(self, o: Outcome) -> None:
+        self.revisions.labels(o.model, o.label, reason_label(o)).inc()
+        if o.verdict is Verdict.APPLIED and o.action is not Action.RESTART:
+            self._set_applied(o.model, o.revision, o.version or "", o.at)
+            if o.observed_at is not None:
+                self.publish_latency.labels(o.model).observe(max(o.at - o.observed_at, 0.0))
+        if o.duration is not None and o.verdict in (Verdict.APPLIED, Verdict.FAILED, Verdict.NOOP):
+            self.apply_duration.labels(o.model, o.plan_kind).observe(max(o.duration, 0.0))
+        if o.verdict is Verdict.DELETED and o.unloaded:
+            self._clear_applied(o.model)
 
     def _set_applied(self, model: str, revision: str, version: str, at: float) -> None:
         self._clear_applied(model)
@@ -158,7 +147,7 @@ async def serve(ctx: FeatureContext) -> None:
     """Feed the daemon's metrics from its events until cancelled (only with the API on)."""
     if not ctx.settings.api.enabled:
         return
-    unsubscribe = ctx.bus.subscribe(ctx.metrics.on_event)
+    unsubscribe = ctx.bus.subscribe(ctx.metrics.on_message)
     try:
         await asyncio.Event().wait()
     finally:

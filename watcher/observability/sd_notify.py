@@ -31,7 +31,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from watcher.core.events import Event, Kind
+from watcher.core.events import Event, Kind, Message
+from watcher.core.outcome import Outcome
 
 if TYPE_CHECKING:
     from watcher.features import FeatureContext
@@ -106,30 +107,31 @@ class StatusLine:
         self.action = "starting"
         self.source = "source connecting"
 
-    def update(self, ev: Event) -> bool:
-        """Fold `ev` in; True when the line changed."""
+    def update(self, m: Message) -> bool:
+        """Fold message `m` in; True when the line changed."""
         before = self.text
-        target = f"{ev.model}@rev {_short(ev.revision)}" if ev.model else ""
-        plan = f" ({ev.plan.split(' ', 1)[0]})" if ev.plan else ""  # kind, not the path list
-        if ev.kind is Kind.APPLIED:
-            self.action = f"applied {target}{plan}"
-        elif ev.kind is Kind.NOOP:
-            self.action = f"unchanged {target}"
-        elif ev.kind is Kind.REJECTED:
-            self.action = f"rejected {target}: {ev.reason or 'invalid'}"
-        elif ev.kind is Kind.FAILED:
-            self.action = f"FAILED {target}: {ev.reason or 'apply failed'}"
-        elif ev.kind is Kind.ROLLED_BACK:
-            self.action = f"rolled back {target}"
-        elif ev.kind is Kind.APPLYING:
+        target = f"{m.model}@rev {_short(m.revision)}" if m.model else ""
+        plan = f" ({m.plan.kind})" if m.plan is not None else ""  # kind, not the path list
+        if isinstance(m, Outcome):
+            if m.label == "applied":
+                self.action = f"applied {target}{plan}"
+            elif m.label == "noop":
+                self.action = f"unchanged {target}"
+            elif m.label == "rejected":
+                self.action = f"rejected {target}: {m.reason or 'invalid'}"
+            elif m.label == "failed":
+                self.action = f"FAILED {target}: {m.reason or 'apply failed'}"
+            elif m.label in ("rolled_back", "restarted", "deleted"):
+                self.action = f"{m.label.replace('_', ' ')} {target}"
+        elif m.kind is Kind.APPLYING:
             self.action = f"applying {target}{plan}"
-        elif ev.kind is Kind.SOURCE_UP:
+        elif m.kind is Kind.SOURCE_UP:
             self.source = "source ok"
-        elif ev.kind is Kind.SOURCE_DOWN:
-            self.source = "source DOWN" + (f" ({ev.reason})" if ev.reason else "")
-        elif ev.kind is Kind.RELOADING:
+        elif m.kind is Kind.SOURCE_DOWN:
+            self.source = "source DOWN" + (f" ({m.reason})" if m.reason else "")
+        elif m.kind is Kind.RELOADING:
             self.action = "reloading settings"
-        elif ev.kind is Kind.STOPPING:
+        elif m.kind is Kind.STOPPING:
             self.action = "stopping"
         return self.text != before
 
@@ -156,11 +158,12 @@ class NotifyFeature:
         self.stopping = False
         self._reload_timer: asyncio.TimerHandle | None = None
 
-    def on_event(self, ev: Event) -> None:
+    def on_message(self, ev: Message) -> None:
         changed = self.status.update(ev)
-        if ev.kind is Kind.RECONCILED:
+        kind = ev.kind if isinstance(ev, Event) else None
+        if kind is Kind.RECONCILED:
             self._ready()
-        elif ev.kind is Kind.RELOADING:
+        elif kind is Kind.RELOADING:
             self.reloading = True
             self.notifier.send(
                 reloading=1, monotonic_usec=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000,
@@ -168,7 +171,7 @@ class NotifyFeature:
             )
             self._reload_timer = self.loop.call_later(RELOAD_READY_FALLBACK, self._ready)
             return
-        elif ev.kind is Kind.STOPPING:
+        elif kind is Kind.STOPPING:
             self.stop()
             return
         if changed and not self.stopping:
@@ -219,7 +222,7 @@ async def serve(ctx: FeatureContext) -> None:
         return
     loop = asyncio.get_running_loop()
     feature = NotifyFeature(notifier, loop)
-    unsubscribe = ctx.bus.subscribe(feature.on_event)
+    unsubscribe = ctx.bus.subscribe(feature.on_message)
     if os.environ.get(WEDGE_ENV):
         _install_wedge_hook(loop)
     feature.notifier.send(status=feature.status.text)

@@ -1,17 +1,16 @@
 """etcd source and publisher: documents are the keys under a prefix, revision = mod_revision.
 
-Watch contract (sources/base.Source):
+Fetching only (sources/base.py); the session retries, reports and re-reads:
 
-* a session starts with one consistent range of the whole prefix at revision R, delivered as
-  a `snapshot`, then watches from R + 1;
-* after a disconnect it resumes from the last revision seen + 1 (no re-read), so nothing
-  made while disconnected is missed and nothing is delivered twice;
-* a watch the server cancels as compacted, and every `resync_interval`, ends the session:
-  the next one starts with a fresh consistent range (a snapshot the reconciler diffs);
-* outages: `connectivity(False)` once per outage (the reconciler logs the WARNING; this
-  module logs the edge at INFO and each retry at DEBUG), reconnect with exponential backoff
-  and jitter (tenacity), `connectivity(True)` on recovery. A broken stream that
-  reconnects at once to another member is a failover, not an outage.
+* `snapshot()` is one consistent range of the whole prefix at revision R (the cursor);
+* `changes(R)` watches from R + 1. An events batch moves the cursor to its highest
+  mod_revision; a progress notification (sent only once the watcher has caught up) to its
+  header revision. Resuming from the cursor after an outage misses nothing and repeats
+  nothing (`resumable`);
+* a watch the server cancels as compacted is `ResyncNeeded`; so is a refused auth token,
+  after the client has authenticated again;
+* a stream that breaks demotes its member, so the session's immediate reconnect goes to
+  another one (a failover, not an outage); `check()` pings the watched member.
 
 Publisher: `publish(name, content, if_revision=N)` is a txn comparing the key's mod_revision
 with N ("0"/"" = must not exist); a mismatch raises ConflictError naming both revisions.
@@ -19,28 +18,23 @@ with N ("0"/"" = must not exist); a mismatch raises ConflictError naming both re
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
-import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+from pydantic import Field, SecretStr, field_validator
 
-from watcher.core.errors import ConflictError, SettingsError, SourceError
+from watcher.core.errors import ConflictError, SettingsError, SourceError, SourceUnavailable
+from watcher.observability.logs import register_secret
 from watcher.plugins import PluginContext, parse_options
-from watcher.sources.base import Change, Sink
+from watcher.sources.base import Batch, Change, ResyncNeeded, SessionOptions, Snapshot
 from watcher.sources.etcd_gateway import EtcdGateway, KeyValue, TokenExpired
-from watcher.sources.etcd_watch import WatchSession
 
 log = logging.getLogger("watcher.sources.etcd")
 
 
-class EtcdOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EtcdOptions(SessionOptions):
     endpoints: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:2379"], min_length=1,
                                  description="client URLs of the cluster's members")
     prefix: str = Field("/model-watcher/models/", min_length=1)
@@ -51,8 +45,6 @@ class EtcdOptions(BaseModel):
     key_file: str | None = Field(None, description="client certificate's private key (PEM)")
     timeout: float = Field(5.0, gt=0, description="per request, and per connection attempt")
     resync_interval: float = Field(300.0, ge=0, description="periodic full re-read; 0 = off")
-    keepalive_interval: float = Field(5.0, gt=0, description="liveness check of the watched member")
-    max_backoff: float = Field(10.0, gt=0, description="cap of the reconnect backoff")
 
     @field_validator("endpoints")
     @classmethod
@@ -76,96 +68,80 @@ class EtcdOptions(BaseModel):
         return context
 
 
-class _Resync(Exception):  # control flow, not an error
-    """A healthy session ended on purpose or by a failover: start the next one at once."""
-
-
 class EtcdSource:
-    """Watches (and publishes) model documents under one etcd prefix."""
+    """Reads, watches and publishes model documents under one etcd prefix."""
 
     name = "etcd"
+    resumable: ClassVar[bool] = True
 
-    def __init__(self, options: EtcdOptions, logger: logging.Logger | None = None) -> None:
+    def __init__(self, options: EtcdOptions) -> None:
         self.options = options
         self.prefix = options.prefix.encode()
-        self._log = logger or log
         password = options.password.get_secret_value() if options.password else None
+        if password:
+            register_secret(password)  # masked in every log line
         self.gateway = EtcdGateway(options.endpoints, timeout=options.timeout,
                                    username=options.username, password=password,
                                    tls=options.tls())
-        self._up: bool | None = None
-        self._down_since = 0.0
-        #: Set by request_resync(); the watch session ends and re-reads in its own order.
-        self.resync_requested = asyncio.Event()
 
     @classmethod
     def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> EtcdSource:
-        return cls(parse_options(EtcdOptions, options, "source"), ctx.logger.getChild("etcd"))
-
-    # -- reading -------------------------------------------------------------------------
-
-    def _name(self, key: bytes) -> str:
-        return key[len(self.prefix):].decode("utf-8", errors="replace")
+        return cls(parse_options(EtcdOptions, options, "source"))
 
     def _change(self, kv: KeyValue, deleted: bool = False) -> Change:
-        return Change(self._name(kv.key), str(kv.mod_revision), None if deleted else kv.value)
+        key = kv.key[len(self.prefix):].decode("utf-8", errors="replace")
+        return Change(key, str(kv.mod_revision), None if deleted else kv.value)
 
-    async def read_consistent(self) -> tuple[dict[str, Change], int]:
+    async def snapshot(self) -> Snapshot:
         kvs, revision = await self.gateway.range_prefix(self.prefix)
-        return {c.key: c for c in (self._change(kv) for kv in kvs)}, revision
+        return Snapshot({c.key: c for c in (self._change(kv) for kv in kvs)}, revision)
 
-    async def read_all(self) -> dict[str, Change]:
-        changes, _ = await self.read_consistent()
-        return changes
-
-    # -- watching ------------------------------------------------------------------------
-
-    async def watch(self, sink: Sink) -> None:
-        session = WatchSession(self, sink)
-        while True:
-            retrying = AsyncRetrying(
-                wait=wait_exponential_jitter(multiplier=0.2, max=self.options.max_backoff, jitter=0.5),
-                retry=retry_if_exception_type(SourceError),
-                before_sleep=lambda state: self._outage(sink, state),
-                reraise=True,
-            )
+    async def changes(self, cursor: int) -> AsyncIterator[Batch]:
+        async with self.gateway.watch(self.prefix, cursor + 1) as stream:
+            member = self.gateway.endpoint
             try:
-                await retrying(session.run)
-            except _Resync:
-                continue  # a fresh session at once; backoff starts over
+                async for result in stream:
+                    batch = self._batch(result, cursor)
+                    cursor = batch.cursor
+                    yield batch
+            except ResyncNeeded:
+                raise
+            except TokenExpired as exc:
+                await self.gateway.authenticate_now()
+                raise ResyncNeeded(f"etcd refused the auth token ({exc})") from exc
+            except SourceError:
+                self.gateway.demote(member)  # the session's reconnect tries another member
+                raise
 
-    def _outage(self, sink: Sink, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        detail = f"etcd unreachable: {exc}" if exc else "etcd unreachable"
-        if isinstance(exc, TokenExpired):
-            detail = f"etcd refused the auth token: {exc}"
-        if self._up is not False:
-            self._up = False
-            self._down_since = time.monotonic()
-            # INFO: the reconciler logs the one WARNING per outage when told below
-            self._log.info("%s (retrying with backoff)", detail)
-            sink.connectivity(False, detail)
-        else:
-            self._log.debug("etcd still unreachable (attempt %d): %s", state.attempt_number, exc)
+    def _batch(self, result: dict[str, Any], cursor: int) -> Batch:
+        if result.get("canceled"):
+            _canceled(result)
+        events = result.get("events") or []
+        changes = [self._change(KeyValue.from_json(e.get("kv", {})), e.get("type") == "DELETE")
+                   for e in events]
+        return Batch(changes, max(cursor, self._cursor_after(result)))
 
-    def connected(self, sink: Sink) -> None:
-        """A session reached the server: report recovery once."""
-        if self._up is not True:
-            if self._up is False:
-                self._log.info("etcd reachable again at %s after %.1fs",
-                                  self.gateway.endpoint, time.monotonic() - self._down_since)
-            self._up = True
-            sink.connectivity(True, f"etcd {self.gateway.endpoint}")
+    @staticmethod
+    def _cursor_after(result: dict[str, Any]) -> int:
+        if result.get("created"):
+            return 0
+        events = result.get("events") or []
+        if not events:  # progress notification: everything up to the header is delivered
+            return int(result.get("header", {}).get("revision", 0))
+        return max(int(e.get("kv", {}).get("mod_revision", 0)) for e in events)
 
-    def resync(self) -> None:
-        raise _Resync
-
-    def request_resync(self) -> None:
-        """Re-read everything at the next moment the watch allows (webhook, operator)."""
-        self.resync_requested.set()
+    async def check(self) -> None:
+        """Ping the member the watch is on; one that stopped answering (a SIGSTOPped or
+        partitioned process keeps its TCP connection open) is demoted, so the session's
+        reconnect goes elsewhere."""
+        member = self.gateway.endpoint
+        try:
+            await self.gateway.ping(member)
+        except SourceError as exc:
+            self.gateway.demote(member)
+            raise SourceUnavailable(f"etcd member {member} stopped answering: {exc}") from exc
 
     # -- publishing ----------------------------------------------------------------------
-
     async def publish(self, key: str, content: bytes, *, if_revision: str | None = None) -> str:
         full = self.prefix + key.encode()
         if if_revision is None:
@@ -182,6 +158,17 @@ class EtcdSource:
 
     async def aclose(self) -> None:
         await self.gateway.aclose()
+
+
+def _canceled(result: dict[str, Any]) -> None:
+    """The server cancelled the watch: compaction (re-read) or a refusal (an outage)."""
+    compact = int(result.get("compact_revision", 0) or 0)
+    reason = str(result.get("cancel_reason", "")) or "no reason given"
+    if compact:
+        raise ResyncNeeded(f"etcd compacted past the watched revision (now {compact})")
+    if "Unauthenticated" in reason or "auth token" in reason or "user name is empty" in reason:
+        raise TokenExpired(reason)
+    raise SourceError(f"etcd refused the watch: {reason}")
 
 
 def _parse_revision(text: str) -> int:

@@ -1,12 +1,19 @@
-"""Local directory source (the embedded default): one document per file, watched with watchdog.
+"""Local directory source (the embedded default): one document per file, watched with inotify.
 
 Key = file name without its extension (`config/models/qwen-chat.yaml` -> `qwen-chat`);
 revision = sha256 of the content (first 16 hex digits), so a rewrite with identical bytes is
-not a change. Editors that save by rename (vim, most IDEs) or truncate-then-write are
-handled by re-reading the file after any event on it and reporting only content that
-changed; a half-written (empty) file is settled by the reconciler's quiescence window.
-A removed file is reported as a delete, never as an empty document. Hidden files, editor
-swap/backup files and other extensions are ignored.
+not a change. Editors that save by rename (vim, most IDEs) or truncate-then-write are handled
+by re-reading the file after any event on it and reporting only content that changed; a
+half-written (empty) file is settled by the reconciler's quiescence window. A removed file is
+a delete, never an empty document. Hidden files, editor swap/backup files and other
+extensions are ignored.
+
+Events come from watchdog's inotify binding (`InotifyFD`, one watch on the directory), not
+from its Observer: the Observer pairs every rename's MOVED_FROM/MOVED_TO in a queue it scans
+linearly, which made a burst of 10,000 renames take over a minute (docs/performance.md).
+Here the inotify thread only adds the file name to a set; the event loop takes the whole set
+at once, so a burst costs one read per file that changed. A kernel queue overflow (events
+lost) is a `ResyncNeeded`; the directory itself disappearing is an outage.
 """
 
 from __future__ import annotations
@@ -15,27 +22,29 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
+from pydantic import Field
+from watchdog.observers.inotify_c import CallbackId, InotifyConstants, InotifyEvent, InotifyFD, Mask
 
 from watcher.core.errors import ConflictError, SourceUnavailable
 from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
-from watcher.sources.base import Change, Sink
+from watcher.sources.base import Batch, Change, ResyncNeeded, SessionOptions, Snapshot
 
 log = logging.getLogger("watcher.sources.localdir")
 EXTENSIONS = (".yaml", ".yml", ".json")
+#: What can change a file's content (opens and reads are not: our own reads raise them).
+MASK = Mask(InotifyConstants.IN_CLOSE_WRITE | InotifyConstants.IN_MODIFY | InotifyConstants.IN_CREATE
+        | InotifyConstants.IN_MOVED_TO | InotifyConstants.IN_MOVED_FROM | InotifyConstants.IN_DELETE
+        | InotifyConstants.IN_DELETE_SELF | InotifyConstants.IN_MOVE_SELF)
 
 
-class LocalDirOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LocalDirOptions(SessionOptions):
     path: Path = Path("config/models")
-    resync_interval: float = Field(60.0, ge=0, description="full re-scan; catches missed events")
     max_bytes: int = Field(4 * 1024 * 1024, gt=0, description="read at most this much per file")
 
 
@@ -50,56 +59,71 @@ def key_of(path: Path) -> str | None:
     return path.stem
 
 
-#: Events that can change content. Opens and read-only closes are ignored: reading a file
-#: ourselves raises them, which would otherwise feed back into a busy loop.
-CONTENT_EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"})
+class _Inbox:
+    """The inotify callback (runs in watchdog's thread): collects names, wakes the loop once."""
 
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._names: set[str] = set()
+        self._lost = False
+        self._gone = False
+        self.wake = asyncio.Event()
 
-#: The one signal watchdog gives when the kernel's inotify queue overflowed (events lost):
-#: a WARNING from this logger. Non-recursive watches get no event for it.
-OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
-RESCAN = Path("")  # queue sentinel: re-read everything
+    def _signal(self) -> None:
+        self._loop.call_soon_threadsafe(self.wake.set)
 
-
-class _OverflowSignal(logging.Handler):
-    """Turns watchdog's overflow warning into a full re-read (thread-safe)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Path]) -> None:
-        super().__init__(logging.WARNING)
-        self._loop, self._queue = loop, queue
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, RESCAN)
-
-
-class _Handler(FileSystemEventHandler):
-    """Runs in watchdog's thread: only hands paths to the loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Path]) -> None:
-        self._loop, self._queue = loop, queue
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or event.event_type not in CONTENT_EVENTS:
+    def on_event(self, event: InotifyEvent) -> None:
+        if event.is_delete_self or event.is_move_self:
+            self.on_watch_deleted(event.wd)
             return
-        for p in (event.src_path, getattr(event, "dest_path", "")):
-            if p:
-                path = Path(os.fsdecode(p))
-                if key_of(path):
-                    self._loop.call_soon_threadsafe(self._queue.put_nowait, path)
+        if event.is_directory or not event.name:
+            return
+        name = os.fsdecode(event.name)
+        if key_of(Path(name)) is None:
+            return
+        with self._lock:
+            first = not self._names
+            self._names.add(name)
+        if first:
+            self._signal()
+
+    def on_watch_deleted(self, wd: object) -> None:
+        with self._lock:
+            self._gone = True
+        self._signal()
+
+    def on_queue_overflow(self) -> None:
+        with self._lock:
+            self._lost = True
+        self._signal()
+
+    def take(self) -> tuple[set[str], bool, bool]:
+        """(names, events lost, directory gone) since the last take."""
+        with self._lock:
+            names, self._names = self._names, set()
+            lost, gone = self._lost, self._gone
+            self._lost = False
+            return names, lost, gone
 
 
 class LocalDirSource:
     name = "localdir"
+    resumable: ClassVar[bool] = False
 
     def __init__(self, options: LocalDirOptions) -> None:
         self.options = options
         self.root = options.path
+        self._inotify: InotifyFD | None = None
+        self._inbox: _Inbox | None = None
+        self._seen: dict[str, str] = {}  # key -> revision last delivered
+        self._generation = 0
 
     @classmethod
     def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> LocalDirSource:
         return cls(parse_options(LocalDirOptions, options, "source"))
 
+    # -- reading -------------------------------------------------------------------
     def _files(self) -> dict[str, Path]:
         out: dict[str, Path] = {}
         for path in sorted(self.root.iterdir()):
@@ -119,75 +143,93 @@ class LocalDirSource:
         try:
             with path.open("rb") as f:
                 content = f.read(self.options.max_bytes + 1)
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             return None
         return Change(key, revision_of(content), content)
 
-    async def read_all(self) -> dict[str, Change]:
+    def _missing(self) -> SourceUnavailable:
+        return SourceUnavailable(f"model directory {self.root} does not exist")
+
+    async def snapshot(self) -> Snapshot:
+        """Every document now; starts (or restarts) the directory's watch first, so that
+        nothing written between this read and the stream is missed."""
         if not self.root.is_dir():
-            raise SourceUnavailable(f"model directory {self.root} does not exist")
+            raise self._missing()
+        self._watch()
         changes = {}
         for key, path in self._files().items():
             change = self._read(path)
             if change is not None:
                 changes[key] = change
-        return changes
+        self._seen = {k: c.revision for k, c in changes.items()}
+        self._generation += 1
+        return Snapshot(changes, self._generation)
 
-    async def watch(self, sink: Sink) -> None:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Path] = asyncio.Queue()
-        seen: dict[str, str] = {}
-        while not self.root.is_dir():
-            sink.connectivity(False, f"model directory {self.root} does not exist")
-            await asyncio.sleep(1.0)
-        observer = Observer()
-        observer.schedule(_Handler(loop, queue), str(self.root), recursive=False)
-        overflow = _OverflowSignal(loop, queue)
-        logging.getLogger(OVERFLOW_LOGGER).addHandler(overflow)
-        observer.start()
+    def _watch(self) -> None:
+        if self._inotify is not None and self._inotify.is_alive():
+            assert self._inbox is not None
+            _, _, gone = self._inbox.take()  # events before this read are covered by it
+            if not gone:
+                return
+        self._unwatch()
+        self._inbox = _Inbox(asyncio.get_running_loop())
+        self._inotify = InotifyFD()
+        self._inotify.start()
         try:
-            snapshot = await self.read_all()
-            seen = {k: c.revision for k, c in snapshot.items()}
-            sink.snapshot(snapshot)
-            interval = self.options.resync_interval or None
-            while True:
-                path: Path | None
-                try:
-                    path = await asyncio.wait_for(queue.get(), interval)
-                except TimeoutError:
-                    path = None  # the periodic re-read
-                if path is None or path == RESCAN:
-                    if path == RESCAN:
-                        log.warning("inotify dropped events; re-reading %s now", self.root)
-                    snapshot = await self.read_all()
-                    seen = {k: c.revision for k, c in snapshot.items()}
-                    sink.snapshot(snapshot)
-                    continue
-                self._on_path(path, seen, sink)
-        finally:
-            logging.getLogger(OVERFLOW_LOGGER).removeHandler(overflow)
-            observer.stop()
-            await asyncio.to_thread(observer.join, 5)
+            self._inotify.add_callback(os.fsencode(self.root), MASK, self._inbox, CallbackId(1))
+        except OSError as exc:
+            self._unwatch()
+            raise SourceUnavailable(f"cannot watch {self.root}: {exc.strerror}") from exc
 
-    def _on_path(self, path: Path, seen: dict[str, str], sink: Sink) -> None:
-        key = key_of(path)
+    def _unwatch(self) -> None:
+        if self._inotify is not None:
+            self._inotify.stop()
+            self._inotify = None
+
+    async def changes(self, cursor: int) -> AsyncIterator[Batch]:
+        inbox = self._inbox
+        if inbox is None or cursor != self._generation:
+            raise ResyncNeeded("no watch for this snapshot")
+        while True:
+            await inbox.wake.wait()
+            inbox.wake.clear()
+            names, lost, gone = inbox.take()
+            if gone:
+                raise self._missing() if not self.root.is_dir() else ResyncNeeded(
+                    f"{self.root} was replaced")
+            if lost:
+                raise ResyncNeeded("inotify dropped events")
+            batch = [c for c in (self._changed(name) for name in sorted(names)) if c is not None]
+            if batch:
+                yield Batch(batch, cursor)
+
+    def _changed(self, name: str) -> Change | None:
+        key = key_of(Path(name))
         if key is None:
-            return
+            return None
         # Only the few names this key can have: re-listing the directory per event made a
         # burst over 1,000 files take minutes (docs/performance.md).
         current = next((p for ext in EXTENSIONS if (p := self.root / f"{key}{ext}").is_file()), None)
         change = self._read(current) if current else None
         if change is None:
-            if key in seen:
-                del seen[key]
-                sink.changed(Change(key, "deleted", None))
-            return
-        if seen.get(key) != change.revision:
-            seen[key] = change.revision
-            sink.changed(change)
+            if key in self._seen:
+                del self._seen[key]
+                return Change.deletion(key)
+            return None
+        if self._seen.get(key) == change.revision:
+            return None
+        self._seen[key] = change.revision
+        return change
 
+    async def check(self) -> None:
+        if not self.root.is_dir():
+            raise self._missing()
+
+    # -- publishing ----------------------------------------------------------------
     async def publish(self, key: str, content: bytes, *, if_revision: str | None = None) -> str:
         """Write atomically (temp file in the same directory, then rename)."""
+        if not self.root.is_dir():
+            raise self._missing()
         path = self._files().get(key) or self.root / f"{key}.yaml"
         if if_revision is not None:
             current = self._read(path) if path.exists() else None
@@ -201,4 +243,4 @@ class LocalDirSource:
         return revision_of(content)
 
     async def aclose(self) -> None:
-        return None
+        self._unwatch()

@@ -1,23 +1,22 @@
 """Nacos source and publisher: one config (data id) per model, revision = content md5.
 
-Watch contract (sources/base.Source):
+Fetching only (sources/base.py); the session retries, reports and re-reads:
 
-* a session discovers the data ids (the listed `data_ids`, or the group's configs matching
-  `data_id_pattern`), adds the SDK listeners, then reads every config and delivers a
-  `snapshot`; pushes that arrive meanwhile are delivered after it, in order, so a snapshot
-  never overtakes a newer push;
+* `snapshot()` discovers the data ids (the listed `data_ids`, or the group's configs matching
+  `data_id_pattern`), adds the SDK listeners, then reads every config. Pushes queued before
+  the read are dropped (the read covers them); pushes that arrive during it follow it;
 * listener discipline: the SDK runs listeners inline under a per-config lock, so ours only
-  enqueues `(data id, content)` and returns; this task delivers. Listeners are added and
-  never removed, and only from this task, never from inside a listener;
-* pattern mode re-lists every `discovery_interval`; new data ids get a listener and a read;
-* outages: the SDK reconnects by itself; this task checks the connection every
-  `check_interval`. Lost -> `connectivity(False)` once per outage; back -> a fresh session
-  (full re-read, snapshot), so nothing published meanwhile is missed. Every
-  `resync_interval` a fresh session catches anything a push could have missed;
-* refused credentials: one ERROR and `connectivity(False)` naming them, then quiet re-tries
-  backing off from 1 s to `auth_retry_interval` (a Nacos that is still starting refuses good
-  credentials for a moment), never a retry storm;
-* a deleted config (a push or read of nothing) is a `Change(key, "deleted", None)`.
+  enqueues `(data id, content)` and returns; `changes()` delivers. Listeners are added and
+  never removed, and only from the daemon's task, never from inside a listener;
+* `changes()` delivers pushes (dropping those that repeat the revision last delivered) and,
+  in pattern mode, re-lists every `discovery_interval`: new data ids get a listener and a
+  read, data ids listed no more are deletes;
+* the SDK reconnects by itself, but pushes made while it was away are not replayed, so the
+  source is not `resumable`: after an outage the session takes a fresh snapshot.
+  `check()` asks the SDK whether its connection is up;
+* refused credentials are a `NacosAuthError` (a SourceAuthError): one ERROR per outage,
+  re-tried with the long backoff;
+* a deleted config (a push or read of nothing) is a deletion.
 
 Publisher: `publish(name, content, if_revision=md5)` uses Nacos's CAS (`casMd5`); a refusal
 is re-checked against the current md5 and raised as ConflictError naming both. `""`/`"0"`
@@ -30,27 +29,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, ClassVar
 
 from watcher.core.errors import ConflictError, DocumentError, SourceError, SourceUnavailable
 from watcher.plugins import PluginContext, parse_options
-from watcher.sources.base import Change, Sink
+from watcher.sources.base import Batch, Change, ResyncNeeded, Snapshot
 from watcher.sources.nacos_client import NacosAuthError, NacosClient
-from watcher.sources.nacos_options import DELETED, NacosOptions, content_md5, key_of
+from watcher.sources.nacos_options import NacosOptions, content_md5, key_of
 
 log = logging.getLogger("watcher.sources.nacos")
 READ_CONCURRENCY = 8
-
-
-class _Resync(Exception):  # control flow, not an error
-    """Start a fresh session (full re-read) at once."""
 
 
 class NacosSource:
     """Watches (and publishes) model documents kept as configs in one Nacos group."""
 
     name = "nacos"
+    resumable: ClassVar[bool] = False
 
     def __init__(self, options: NacosOptions, ctx: PluginContext) -> None:
         self.options = options
@@ -60,9 +56,7 @@ class NacosSource:
         self._listening: set[str] = set()
         self._ids: dict[str, str] = {}  # key -> data id
         self._delivered: dict[str, str] = {}  # key -> revision last handed to the sink
-        self._up: bool | None = None
-        self._down_since = 0.0
-        self._reported_auth = False
+        self._generation = 0
         self._warned_dupes: set[str] = set()
 
     @classmethod
@@ -72,7 +66,7 @@ class NacosSource:
     # -- reading -------------------------------------------------------------------------
     def _change(self, data_id: str, content: str | None) -> Change:
         if not content:
-            return Change(key_of(data_id), DELETED, None)
+            return Change.deletion(key_of(data_id))
         return Change(key_of(data_id), content_md5(content), content.encode("utf-8"))
 
     async def _discover(self) -> dict[str, str]:
@@ -103,79 +97,55 @@ class NacosSource:
         results = await asyncio.gather(*(one(d) for d in data_ids))
         return {key_of(d): self._change(d, content) for d, content in results}
 
-    async def read_all(self) -> dict[str, Change]:
-        """One full read; absent configs are left out. SourceUnavailable when unreachable."""
-        ids = await self._discover()
-        changes = await self._read(ids.values())
-        return {k: c for k, c in changes.items() if not c.deleted}
+    async def snapshot(self) -> Snapshot:
+        await self.client.service()
+        self._ids = await self._discover()
+        await self._listen(self._ids.values())
+        while not self._pushes.empty():  # the read below covers what they say
+            self._pushes.get_nowait()
+        read = await self._read(self._ids.values())
+        self._delivered = {k: c.revision for k, c in read.items()}
+        self._generation += 1
+        return Snapshot({k: c for k, c in read.items() if not c.deleted}, self._generation)
 
-    # -- watching ------------------------------------------------------------------------
     async def _on_push(self, tenant: str, group: str, data_id: str, content: str) -> None:
         """The SDK listener: enqueue and return (runs inline under the SDK's lock)."""
         self._pushes.put_nowait((data_id, content))
 
-    async def watch(self, sink: Sink) -> None:
-        backoff = 0.2
-        auth_backoff = 1.0
+    async def changes(self, cursor: int) -> AsyncIterator[Batch]:
+        if cursor != self._generation:
+            raise ResyncNeeded("the listeners belong to another snapshot")
+        interval = self.options.discovery_interval if self.options.pattern is not None else None
+        discover_at = time.monotonic() + interval if interval else None
         while True:
-            try:
-                await self._session(sink)
-            except _Resync:
-                backoff, auth_backoff = 0.2, 1.0
-                continue
-            except NacosAuthError as exc:
-                # A starting Nacos refuses good credentials for a moment, so the first
-                # re-tries come soon; then rarely: one ERROR, never a retry storm.
-                self._auth_refused(sink, exc)
-                await asyncio.sleep(auth_backoff)
-                auth_backoff = min(auth_backoff * 2, self.options.auth_retry_interval)
-            except SourceError as exc:
-                self._down(sink, exc.reason)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.options.max_backoff)
+            wait = max(0.0, discover_at - time.monotonic()) if discover_at is not None else None
+            batch: list[Change] = []
+            with contextlib.suppress(TimeoutError):
+                batch += self._push(*await asyncio.wait_for(self._pushes.get(), wait))
+            while not self._pushes.empty():
+                batch += self._push(*self._pushes.get_nowait())
+            if interval and discover_at is not None and time.monotonic() >= discover_at:
+                batch += await self._rediscover()
+                discover_at = time.monotonic() + interval
+            if batch:
+                yield Batch(batch, cursor)
 
-    async def _session(self, sink: Sink) -> None:
-        """Discover, listen, snapshot, then deliver pushes until a resync is due."""
-        await self.client.service()
-        self._ids = await self._discover()
-        await self._listen(self._ids.values())
-        snapshot = await self._read(self._ids.values())
-        self._delivered = {k: c.revision for k, c in snapshot.items()}
-        sink.snapshot({k: c for k, c in snapshot.items() if not c.deleted})
-        self._connected(sink)
-        now = time.monotonic()
-        resync_at = now + self.options.resync_interval if self.options.resync_interval else None
-        discover_at = now + self.options.discovery_interval
-        while True:
-            await self._deliver_pushes(sink, self.options.check_interval)
-            if not await self.client.healthy():
-                raise SourceUnavailable(f"Nacos unreachable at {self.client.where}")
-            now = time.monotonic()
-            if self.options.pattern is not None and now >= discover_at:
-                await self._rediscover(sink)
-                discover_at = now + self.options.discovery_interval
-            if resync_at is not None and now >= resync_at:
-                self._log.debug("periodic full re-read of Nacos group %s", self.options.group)
-                raise _Resync
+    async def check(self) -> None:
+        if not await self.client.healthy():
+            raise SourceUnavailable(f"Nacos unreachable at {self.client.where}")
 
-    async def _deliver_pushes(self, sink: Sink, wait: float) -> None:
-        """Hand queued pushes to the sink, waiting up to `wait` seconds for the first."""
-        with contextlib.suppress(TimeoutError):
-            data_id, content = await asyncio.wait_for(self._pushes.get(), wait)
-            self._push(sink, data_id, content)
-        while not self._pushes.empty():
-            self._push(sink, *self._pushes.get_nowait())
+    def _push(self, data_id: str, content: str) -> list[Change]:
+        if self._ids.get(key_of(data_id)) != data_id:
+            return []
+        return self._fresh(self._change(data_id, content))
 
-    def _push(self, sink: Sink, data_id: str, content: str) -> None:
-        if self._ids.get(key_of(data_id)) == data_id:
-            self._deliver(sink, self._change(data_id, content))
-
-    def _deliver(self, sink: Sink, change: Change) -> None:
-        """Hand over a change unless the sink already has that revision (drop no-ops early:
-        the SDK's first listen round re-pushes what the snapshot just delivered)."""
-        if self._delivered.get(change.key) != change.revision:
-            self._delivered[change.key] = change.revision
-            sink.changed(change)
+    def _fresh(self, change: Change) -> list[Change]:
+        """[change] unless it repeats the revision last delivered (the SDK's first listen
+        round re-pushes what the snapshot just read)."""
+        if self._delivered.get(change.key) == change.revision:
+            return []
+        self._delivered[change.key] = change.revision
+        return [change]
 
     async def _listen(self, data_ids: Iterable[str]) -> None:
         for data_id in data_ids:
@@ -183,50 +153,21 @@ class NacosSource:
                 await self.client.listen(data_id, self._on_push)
                 self._listening.add(data_id)
 
-    async def _rediscover(self, sink: Sink) -> None:
+    async def _rediscover(self) -> list[Change]:
         ids = await self._discover()
         new = {k: d for k, d in ids.items() if self._ids.get(k) != d}
         gone = set(self._ids) - set(ids)
         if not new and not gone:
-            return
+            return []
         await self._listen(new.values())
         self._ids = ids
+        out: list[Change] = []
         for change in (await self._read(new.values())).values():
             if not change.deleted:  # listed but not readable yet: its listener will push it
-                self._deliver(sink, change)
-        for key in gone:  # listed no more: deleted (its listener stays, ignored)
-            self._deliver(sink, Change(key, DELETED, None))
-
-    # -- connectivity edges ------------------------------------------------------------------
-    def _down(self, sink: Sink, detail: str) -> None:
-        if self._up is not False:
-            self._up = False
-            self._down_since = time.monotonic()
-            # INFO: the reconciler logs the one WARNING per outage when told below
-            self._log.info("%s (retrying with backoff)", detail)
-            sink.connectivity(False, detail)
-        else:
-            self._log.debug("Nacos still unreachable: %s", detail)
-
-    def _auth_refused(self, sink: Sink, exc: NacosAuthError) -> None:
-        if not self._reported_auth:
-            self._reported_auth = True
-            self._log.error("%s; re-trying with backoff up to every %.0fs", exc.reason,
-                            self.options.auth_retry_interval)
-        else:
-            self._log.debug("credentials still refused: %s", exc.reason)
-        if self._up is not False:
-            self._up = False
-            self._down_since = time.monotonic()
-            sink.connectivity(False, exc.reason)
-
-    def _connected(self, sink: Sink) -> None:
-        if self._up is False:
-            self._log.info("Nacos reachable again at %s after %.1fs", self.client.where,
-                           time.monotonic() - self._down_since)
-        self._up = True
-        self._reported_auth = False
-        sink.connectivity(True, f"nacos {self.client.where} group {self.options.group}")
+                out += self._fresh(change)
+        for key in sorted(gone):  # listed no more: deleted (its listener stays, ignored)
+            out += self._fresh(Change.deletion(key))
+        return out
 
     # -- publishing ----------------------------------------------------------------------
     async def publish(self, key: str, content: bytes, *, if_revision: str | None = None) -> str:

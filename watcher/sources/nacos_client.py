@@ -29,13 +29,14 @@ from typing import Any, Protocol
 import httpx
 
 from watcher.core.errors import SettingsError, SourceError, SourceUnavailable
+from watcher.sources.base import SourceAuthError
 from watcher.sources.nacos_options import NacosOptions
 
 SDK_LOGGER = "config"  # nacos-sdk-python's config module logger
 PAGE_SIZE = 200
 
 
-class NacosAuthError(SourceError):
+class NacosAuthError(SourceAuthError):
     """Nacos refused the credentials: no point retrying quickly."""
 
 

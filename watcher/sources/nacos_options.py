@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-#: The revision a deleted document is reported with (the reconciler's own marker).
-DELETED = "deleted"
+from watcher.sources.base import SessionOptions
+
 _ADDRESS = re.compile(r"^(?:(?P<scheme>https?)://)?(?P<host>[^:/\s\[\]]+):(?P<port>\d{1,5})$")
 
 
@@ -51,8 +51,7 @@ class NacosTls(BaseModel):
         return self
 
 
-class NacosOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NacosOptions(SessionOptions):
 
     server_addresses: list[str] = Field(
         default_factory=lambda: ["127.0.0.1:8848"], min_length=1,
@@ -70,12 +69,8 @@ class NacosOptions(BaseModel):
     tls: NacosTls | None = None
     grpc_port_offset: int = Field(1000, ge=1, le=65535)
     timeout: float = Field(5.0, gt=0, description="per request, seconds")
-    resync_interval: float = Field(60.0, ge=0, description="periodic full re-read; 0 = off")
     discovery_interval: float = Field(10.0, gt=0, description="re-list data ids (pattern mode)")
     check_interval: float = Field(1.0, gt=0, description="how often the connection is checked")
-    max_backoff: float = Field(10.0, gt=0, description="cap of the reconnect backoff")
-    auth_retry_interval: float = Field(
-        60.0, gt=0, description="cap of the backoff re-trying refused credentials")
 
     @field_validator("server_addresses", mode="before")
     @classmethod

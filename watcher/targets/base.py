@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import httpx
+
+from watcher.core.errors import TargetError
 from watcher.core.spec import ModelSpec
 
 
@@ -23,3 +26,11 @@ class Target(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def unreachable(what: str, exc: httpx.HTTPError, timeout: float) -> TargetError:
+    """A transport failure talking to the model server (no answer in time, connection
+    refused or reset): transient, so the pipeline retries the apply a few times."""
+    if isinstance(exc, httpx.TimeoutException):
+        return TargetError(f"{what}: no answer within {timeout:g}s", transient=True)
+    return TargetError(f"{what}: {type(exc).__name__}: {exc}", transient=True)

@@ -24,6 +24,7 @@ from tenacity import (
 from watcher.core.errors import TargetError
 from watcher.core.spec import ModelSpec
 from watcher.plugins import PluginContext, parse_options
+from watcher.targets.base import unreachable
 
 log = logging.getLogger("watcher.targets.http")
 #: Connection-level failures: nothing (or nothing usable) came back from the server.
@@ -65,10 +66,8 @@ class HttpTarget:
             async for attempt in retrying:
                 with attempt:
                     return await self._client.request(method, url, json=json)
-        except httpx.TimeoutException as exc:
-            raise TargetError(f"{method} {url}: no answer within {self.options.timeout:g}s") from exc
         except httpx.HTTPError as exc:
-            raise TargetError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+            raise unreachable(f"{method} {url}", exc, self.options.timeout) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def apply(self, spec: ModelSpec, previous: ModelSpec | None) -> None:

@@ -40,6 +40,7 @@ from watcher.core.spec import Adapter, ModelSpec
 from watcher.core.verify import local_path
 from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
+from watcher.targets.base import unreachable
 from watcher.targets.v2repo import admin_client
 
 log = logging.getLogger("watcher.targets.openai_lora")
@@ -92,10 +93,8 @@ class OpenAILoraTarget:
         url = f"{self.base}{path}"
         try:
             return await self._client.request(method, url, json=body)
-        except httpx.TimeoutException as exc:
-            raise TargetError(f"{method} {url}: no answer within {self.options.timeout:g}s") from exc
         except httpx.HTTPError as exc:
-            raise TargetError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+            raise unreachable(f"{method} {url}", exc, self.options.timeout) from exc
 
     async def loaded(self) -> dict[str, str]:
         """Adapter name -> path, for adapters on `base_model` (any base when unset)."""

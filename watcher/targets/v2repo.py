@@ -37,6 +37,7 @@ from watcher.core.spec import ModelSpec
 from watcher.core.verify import local_path
 from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
+from watcher.targets.base import unreachable
 
 log = logging.getLogger("watcher.targets.v2repo")
 
@@ -125,12 +126,8 @@ class V2RepositoryTarget:
     async def _post(self, url: str, what: str) -> None:
         try:
             resp = await self._client.post(url)
-        except httpx.TimeoutException as exc:
-            raise TargetError(
-                f"{what}: no answer within {self.options.load_timeout:g}s ({url})"
-            ) from exc
         except httpx.HTTPError as exc:
-            raise TargetError(f"{what}: {type(exc).__name__}: {exc} ({url})") from exc
+            raise unreachable(f"{what} ({url})", exc, self.options.load_timeout) from exc
         if resp.status_code != 200:
             raise TargetError(f"{what}: status {resp.status_code}: {_message(resp)}")
 

@@ -29,7 +29,7 @@ class EtcdEnv(ServedDaemon):
         self.etcd = etcd
         self.prefix = prefix
         super().__init__(tmp, {"kind": "etcd", "endpoints": endpoints or etcd.endpoints, "prefix": prefix,
-                               "timeout": 2.0, "max_backoff": 1.0, "keepalive_interval": 1.0})
+                               "timeout": 2.0, "max_backoff": 1.0, "check_interval": 1.0})
 
     def publish_ok(self, content: bytes, name: str = "demo") -> str:
         result = self.publish(content, name=name)

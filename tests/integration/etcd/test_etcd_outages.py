@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.infra.etcd import EtcdCluster, TcpProxy
-from tests.integration.etcd.conftest import etcd_state, eventually, watching
+from tests.integration.etcd.conftest import etcd_state
+from watcher.fakes.sink import watching
 from watcher.sources.etcd import EtcdSource
 
 
@@ -27,30 +28,30 @@ def no_duplicates(delivered: list[tuple[str, str]]) -> None:
 
 async def test_kill_and_restart_same_data_dir(tmp_path: Path, make_source: type[EtcdSource],
                                               caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="watcher.sources.etcd")
+    caplog.set_level(logging.DEBUG, logger="watcher.sources")
     cluster = EtcdCluster(tmp_path).start()
     member = cluster.members[0]
     prefix = "/model-watcher/models/"
     try:
         cluster.put(prefix + "alpha", "a1")
         async with watching(make_source(endpoints=cluster.endpoints, prefix=prefix)) as w:
-            await eventually(lambda: w.sink.snapshots, 10, "the initial snapshot")
+            await w.sink.until(lambda: w.sink.snapshots, 10, "the initial snapshot")
             # changes just before the kill: written to etcd; the watch may or may not see them
             for i in range(5):
                 cluster.put(prefix + "alpha", f"a{i + 2}")
             cluster.put(prefix + "beta", "b1")
             member.kill9()
-            await eventually(lambda: any(not up for up, _ in w.sink.connectivity_edges), 10,
+            await w.sink.until(lambda: any(not up for up, _ in w.sink.edges), 10,
                              "connectivity down")
             await asyncio.sleep(2.5)  # several reconnect attempts while it is down
             member.start()
             cluster.put(prefix + "gamma", "g1")
             cluster.delete(prefix + "beta")
             expected = etcd_state(cluster, prefix)
-            await eventually(lambda: w.sink.state() == expected, 20, "catch-up after restart")
-            no_duplicates(w.sink.delivered_revisions())
+            await w.sink.until(lambda: w.sink.state() == expected, 20, "catch-up after restart")
+            no_duplicates(w.sink.revisions())
             assert len(w.sink.snapshots) == 1, "a resume must not need a re-read"
-            assert [up for up, _ in w.sink.connectivity_edges] == [True, False, True]
+            assert [up for up, _ in w.sink.edges] == [True, False, True]
         # the outage is logged once (the edge), each retry only at DEBUG
         edges = [r for r in caplog.records
                  if r.levelno >= logging.INFO and "unreachable" in r.getMessage()]
@@ -71,9 +72,9 @@ async def test_compaction_while_disconnected_rereads(tmp_path: Path,
         cluster.put(prefix + "beta", "b1")
         source = make_source(endpoints=[proxy.url], prefix=prefix)
         async with watching(source) as w:
-            await eventually(lambda: w.sink.snapshots, 10, "the initial snapshot")
+            await w.sink.until(lambda: w.sink.snapshots, 10, "the initial snapshot")
             proxy.cut()
-            await eventually(lambda: any(not up for up, _ in w.sink.connectivity_edges), 10,
+            await w.sink.until(lambda: any(not up for up, _ in w.sink.edges), 10,
                              "connectivity down")
             cluster.put(prefix + "alpha", "a2")
             cluster.delete(prefix + "beta")
@@ -82,13 +83,13 @@ async def test_compaction_while_disconnected_rereads(tmp_path: Path,
             cluster.compact()
             proxy.restore()
             expected = etcd_state(cluster, prefix)
-            await eventually(lambda: len(w.sink.snapshots) >= 2, 20, "a re-read snapshot")
-            await eventually(lambda: w.sink.state() == expected, 10, "the final state")
+            await w.sink.until(lambda: len(w.sink.snapshots) >= 2, 20, "a re-read snapshot")
+            await w.sink.until(lambda: w.sink.state() == expected, 10, "the final state")
             assert set(w.sink.snapshots[-1]) == {"alpha", "gamma"}  # beta is gone: a delete
-            assert w.sink.connectivity_edges[-1][0] is True
+            assert w.sink.edges[-1][0] is True
             # and the watch goes on after the re-read
             rev = cluster.put(prefix + "delta", "d1")
-            await eventually(lambda: w.sink.state().get("delta") == (str(rev), b"d1"), 10, "d1")
+            await w.sink.until(lambda: w.sink.state().get("delta") == (str(rev), b"d1"), 10, "d1")
     finally:
         proxy.close()
         cluster.stop()
@@ -105,7 +106,7 @@ async def test_cluster_leader_killed_during_publishes(tmp_path: Path,
         watcher = make_source(endpoints=ordered, prefix=prefix)
         publisher = make_source(endpoints=cluster.endpoints, prefix=prefix)
         async with watching(watcher) as w:
-            await eventually(lambda: w.sink.snapshots, 10, "the initial snapshot")
+            await w.sink.until(lambda: w.sink.snapshots, 10, "the initial snapshot")
             published: list[str] = []
             started = time.monotonic()
             for i in range(40):
@@ -123,8 +124,8 @@ async def test_cluster_leader_killed_during_publishes(tmp_path: Path,
             assert time.monotonic() - started < 60
             expected = etcd_state(cluster, prefix)
             assert max(int(r) for r, _ in expected.values()) == int(published[-1])
-            await eventually(lambda: w.sink.state() == expected, 20, "the last revision")
-            no_duplicates(w.sink.delivered_revisions())
+            await w.sink.until(lambda: w.sink.state() == expected, 20, "the last revision")
+            no_duplicates(w.sink.revisions())
             assert watcher.gateway.endpoint != leader.url
         await publisher.aclose()
     finally:
@@ -141,7 +142,7 @@ async def test_hung_member_is_detected_and_left(tmp_path: Path,
     try:
         source = make_source(endpoints=cluster.endpoints, prefix=prefix)  # watches on m0 first
         async with watching(source) as w:
-            await eventually(lambda: w.sink.snapshots, 10, "the initial snapshot")
+            await w.sink.until(lambda: w.sink.snapshots, 10, "the initial snapshot")
             assert source.gateway.endpoint == hung.url
             hung.pause()
             try:
@@ -149,10 +150,10 @@ async def test_hung_member_is_detected_and_left(tmp_path: Path,
                 for i in range(3):
                     await asyncio.to_thread(_put_retrying, cluster, prefix + "alpha", f"a{i}")
                 expected = etcd_state(cluster, prefix)
-                await eventually(lambda: w.sink.state() == expected, 20, "the watch to move on")
+                await w.sink.until(lambda: w.sink.state() == expected, 20, "the watch to move on")
                 assert time.monotonic() - started < 20
                 assert source.gateway.endpoint != hung.url
-                no_duplicates(w.sink.delivered_revisions())
+                no_duplicates(w.sink.revisions())
             finally:
                 hung.resume()
     finally:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.infra.etcd import EtcdCluster, Tls
-from tests.integration.etcd.conftest import etcd_state, eventually, watching
+from tests.integration.etcd.conftest import etcd_state
 from watcher.core.errors import SourceError, SourceUnavailable
+from watcher.fakes.sink import watching
 from watcher.sources.etcd import EtcdSource
 
 PREFIX = "/model-watcher/models/"
@@ -35,16 +36,16 @@ async def test_auth_user_password_with_token_expiry(tmp_path: Path,
         source = make_source(endpoints=cluster.endpoints, prefix=PREFIX, username="watcher",
                              password="w-secret-9")
         async with watching(source) as w:
-            await eventually(lambda: w.sink.snapshots, 10, "the initial snapshot")
+            await w.sink.until(lambda: w.sink.snapshots, 10, "the initial snapshot")
             assert w.sink.state() == {"alpha": (str(rev), b"a1")}
             await asyncio.sleep(3)  # the token has expired now
             published = await source.publish("beta", b"b1")  # re-authenticates by itself
-            await eventually(lambda: "beta" in w.sink.state(), 10, "beta through the watch")
+            await w.sink.until(lambda: "beta" in w.sink.state(), 10, "beta through the watch")
             # a restart forgets every simple token: the watch must re-authenticate to resume
             cluster.members[0].kill9()
             cluster.members[0].start()
             rev_g = cluster.put(PREFIX + "gamma", "g1")
-            await eventually(lambda: w.sink.state().get("gamma") == (str(rev_g), b"g1"), 20,
+            await w.sink.until(lambda: w.sink.state().get("gamma") == (str(rev_g), b"g1"), 20,
                              "gamma after the restart")
             assert w.sink.state() == etcd_state(cluster, PREFIX)
             assert w.sink.state()["beta"][0] == published
@@ -61,14 +62,14 @@ async def test_auth_refusals_are_clear_and_secret_free(tmp_path: Path,
         wrong = make_source(endpoints=cluster.endpoints, prefix=PREFIX, username="watcher",
                             password="not-the-password")
         with pytest.raises(SourceError, match="authentication failed") as refused:
-            await wrong.read_all()
+            await wrong.snapshot()
         assert "not-the-password" not in refused.value.reason
         assert "not-the-password" not in repr(wrong.options)
         await wrong.aclose()
 
         anonymous = make_source(endpoints=cluster.endpoints, prefix=PREFIX)
         with pytest.raises(SourceError, match="requires authentication"):
-            await anonymous.read_all()
+            await anonymous.snapshot()
         await anonymous.aclose()
 
         outside = make_source(endpoints=cluster.endpoints, prefix="/elsewhere/",
@@ -89,14 +90,14 @@ async def test_tls_with_client_certificate(tmp_path: Path, make_source: type[Etc
         source = make_source(endpoints=cluster.endpoints, prefix=PREFIX, ca_file=str(tls.ca),
                              cert_file=str(tls.client_cert), key_file=str(tls.client_key))
         async with watching(source) as w:
-            await eventually(lambda: w.sink.snapshots, 10, "the initial snapshot over TLS")
+            await w.sink.until(lambda: w.sink.snapshots, 10, "the initial snapshot over TLS")
             assert w.sink.state() == {"alpha": (str(rev), b"a1")}
             published = await source.publish("beta", b"b1", if_revision="0")
-            await eventually(lambda: w.sink.state().get("beta") == (published, b"b1"), 10, "beta")
+            await w.sink.until(lambda: w.sink.state().get("beta") == (published, b"b1"), 10, "beta")
 
         no_cert = make_source(endpoints=cluster.endpoints, prefix=PREFIX, ca_file=str(tls.ca))
         with pytest.raises(SourceUnavailable):
-            await no_cert.read_all()
+            await no_cert.snapshot()
         await no_cert.aclose()
 
         other_ca = Tls(tmp_path / "other-pki")
@@ -104,7 +105,7 @@ async def test_tls_with_client_certificate(tmp_path: Path, make_source: type[Etc
                                 ca_file=str(other_ca.ca), cert_file=str(tls.client_cert),
                                 key_file=str(tls.client_key))
         with pytest.raises(SourceUnavailable, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
-            await untrusted.read_all()
+            await untrusted.snapshot()
         await untrusted.aclose()
     finally:
         cluster.stop()
@@ -120,7 +121,7 @@ async def test_tls_client_cert_with_common_name_under_auth_is_explained(
                              cert_file=str(tls.client_cert), key_file=str(tls.client_key),
                              username="watcher", password="w-secret-9")
         with pytest.raises(SourceError, match="without a CommonName"):
-            await source.read_all()
+            await source.snapshot()
         await source.aclose()
     finally:
         cluster.stop()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.infra.etcd import EtcdCluster
-from tests.integration.etcd.conftest import etcd_state, eventually, watching
+from tests.integration.etcd.conftest import etcd_state
 from watcher.core.errors import ConflictError, SourceUnavailable
+from watcher.fakes.sink import watching
 from watcher.sources.etcd import EtcdSource
 
 
@@ -16,16 +17,16 @@ async def test_snapshot_then_changes_and_deletes(etcd: EtcdCluster, prefix: str,
     rev_b = etcd.put(prefix + "beta", "b1")
     etcd.put(prefix.rstrip("/") + "-other/alpha", "not ours")  # a sibling prefix is ignored
     async with watching(make_source(endpoints=etcd.endpoints, prefix=prefix)) as w:
-        await eventually(lambda: w.sink.snapshots, 10, "the initial snapshot")
+        await w.sink.until(lambda: w.sink.snapshots, 10, "the initial snapshot")
         first = w.sink.snapshots[0]
         assert {k: (c.revision, c.content) for k, c in first.items()} == {
             "alpha": (str(rev_a), b"a1"), "beta": (str(rev_b), b"b1")}
-        assert w.sink.connectivity_edges[0][0] is True
+        assert w.sink.edges[0][0] is True
 
         rev_a2 = etcd.put(prefix + "alpha", "a2")
         rev_del = etcd.delete(prefix + "beta")
         rev_g = etcd.put(prefix + "gamma", "g1")
-        await eventually(lambda: len(w.sink.changes) >= 3, 10, "three changes")
+        await w.sink.until(lambda: len(w.sink.changes) >= 3, 10, "three changes")
         assert [(c.key, c.revision, c.content) for c in w.sink.changes] == [
             ("alpha", str(rev_a2), b"a2"), ("beta", str(rev_del), None), ("gamma", str(rev_g), b"g1")]
         assert w.sink.changes[1].deleted
@@ -33,12 +34,12 @@ async def test_snapshot_then_changes_and_deletes(etcd: EtcdCluster, prefix: str,
         assert len(w.sink.snapshots) == 1
 
 
-async def test_read_all_is_one_consistent_read(etcd: EtcdCluster, prefix: str,
+async def test_snapshot_is_one_consistent_read(etcd: EtcdCluster, prefix: str,
                                                make_source: type[EtcdSource]) -> None:
     revs = {name: etcd.put(prefix + name, name.upper()) for name in ("m1", "m2", "m3")}
     source = make_source(endpoints=etcd.endpoints, prefix=prefix)
     try:
-        changes = await source.read_all()
+        changes = (await source.snapshot()).documents
     finally:
         await source.aclose()
     assert {k: (c.revision, c.content) for k, c in changes.items()} == {
@@ -74,12 +75,12 @@ async def test_periodic_resync_delivers_fresh_snapshots(etcd: EtcdCluster, prefi
     etcd.put(prefix + "alpha", "a1")
     source = make_source(endpoints=etcd.endpoints, prefix=prefix, resync_interval=0.5)
     async with watching(source) as w:
-        await eventually(lambda: len(w.sink.snapshots) >= 3, 10, "three snapshots")
+        await w.sink.until(lambda: len(w.sink.snapshots) >= 3, 10, "three snapshots")
         rev = etcd.put(prefix + "alpha", "a2")
-        await eventually(lambda: w.sink.state().get("alpha") == (str(rev), b"a2"), 10, "a2")
+        await w.sink.until(lambda: w.sink.state().get("alpha") == (str(rev), b"a2"), 10, "a2")
         # a change is delivered once: by the watch or by a snapshot, never by both streams twice
-        assert w.sink.delivered_revisions().count(("alpha", str(rev))) <= 1
-        assert all(up for up, _ in w.sink.connectivity_edges)
+        assert w.sink.revisions().count(("alpha", str(rev))) <= 1
+        assert all(up for up, _ in w.sink.edges)
 
 
 async def test_requested_resync_rereads_inside_the_watch(etcd: EtcdCluster, prefix: str,
@@ -87,11 +88,11 @@ async def test_requested_resync_rereads_inside_the_watch(etcd: EtcdCluster, pref
     etcd.put(prefix + "alpha", "a1")
     source = make_source(endpoints=etcd.endpoints, prefix=prefix, resync_interval=0)
     async with watching(source) as w:
-        await eventually(lambda: len(w.sink.snapshots) == 1, 10, "the first snapshot")
-        source.request_resync()
-        await eventually(lambda: len(w.sink.snapshots) == 2, 10, "a snapshot on request")
+        await w.sink.until(lambda: len(w.sink.snapshots) == 1, 10, "the first snapshot")
+        w.session.request_resync()
+        await w.sink.until(lambda: len(w.sink.snapshots) == 2, 10, "a snapshot on request")
         rev = etcd.put(prefix + "alpha", "a2")
-        await eventually(lambda: w.sink.state().get("alpha") == (str(rev), b"a2"), 10, "a2 after it")
+        await w.sink.until(lambda: w.sink.state().get("alpha") == (str(rev), b"a2"), 10, "a2 after it")
 
 
 async def test_unreachable_endpoint_is_skipped(etcd: EtcdCluster, prefix: str,
@@ -101,17 +102,17 @@ async def test_unreachable_endpoint_is_skipped(etcd: EtcdCluster, prefix: str,
     dead = f"http://127.0.0.1:{free_port()}"
     rev = etcd.put(prefix + "alpha", "a1")
     async with watching(make_source(endpoints=[dead, *etcd.endpoints], prefix=prefix)) as w:
-        await eventually(lambda: w.sink.snapshots, 10, "a snapshot through the live endpoint")
+        await w.sink.until(lambda: w.sink.snapshots, 10, "a snapshot through the live endpoint")
         assert w.sink.state() == {"alpha": (str(rev), b"a1")}
-        assert [up for up, _ in w.sink.connectivity_edges] == [True]
+        assert [up for up, _ in w.sink.edges] == [True]
 
 
-async def test_read_all_with_nothing_reachable_raises(make_source: type[EtcdSource]) -> None:
+async def test_snapshot_with_nothing_reachable_raises(make_source: type[EtcdSource]) -> None:
     from tests.infra.common import free_port
 
     source = make_source(endpoints=[f"http://127.0.0.1:{free_port()}"])
     try:
         with pytest.raises(SourceUnavailable, match="no etcd endpoint answered"):
-            await source.read_all()
+            await source.snapshot()
     finally:
         await source.aclose()

@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.infra.common import eventually
 from tests.infra.nacos_server import NacosServer
-from tests.integration.nacos.conftest import eventually, watching
 from watcher.core.errors import SourceError
+from watcher.fakes.sink import watching
 from watcher.sources.nacos import NacosSource
 
 Make = Callable[..., NacosSource]
@@ -24,7 +25,7 @@ async def test_wrong_credentials_give_one_clear_error(nacos: NacosServer, group:
     secret = "not-the-password-" + str(time.monotonic_ns())
     source = make_source(data_ids=["m.yaml"], password=secret, auth_retry_interval=60)
     async with watching(source) as w:
-        await eventually(lambda: w.sink.of("down"), 10, "the refusal to be reported")
+        await w.sink.until(lambda: w.sink.of("down"), 10, "the refusal to be reported")
         await asyncio.sleep(3)  # a retry storm would show here
         downs = w.sink.of("down")
         assert len(downs) == 1 and not w.sink.of("snapshot") and not w.sink.of("up")
@@ -50,22 +51,22 @@ async def test_outage_is_reported_once_and_the_source_converges(
     await eventually(lambda: nacos.get("m.yaml", group), 10, "m.yaml to be readable")
     source = make_source(data_ids=["m.yaml", "n.yaml"])
     async with watching(source) as w:
-        await eventually(lambda: w.sink.of("snapshot"), 15, "the initial snapshot")
+        await w.sink.until(lambda: w.sink.of("snapshot"), 15, "the initial snapshot")
         assert w.sink.state() == {"m": (md5_1, b"name: m\nv: 1\n")}
         nacos.stop()
         try:
-            await eventually(lambda: w.sink.of("down"), 20, "the outage to be reported")
+            await w.sink.until(lambda: w.sink.of("down"), 20, "the outage to be reported")
             assert "unreachable" in w.sink.of("down")[0]
             await asyncio.sleep(4)  # several reconnect attempts (max_backoff 1 s)
             assert len(w.sink.of("down")) == 1, "one report per outage"
         finally:
             nacos.start()
-        await eventually(lambda: len(w.sink.of("snapshot")) >= 2, 60, "a fresh snapshot")
+        await w.sink.until(lambda: len(w.sink.of("snapshot")) >= 2, 60, "a fresh snapshot")
         assert w.sink.events[-1][0] == "up" or w.sink.of("up")[-1]
         started = time.monotonic()
         md5_2 = nacos.put("m.yaml", "name: m\nv: 2\n", group)
         md5_n = nacos.put("n.yaml", "name: n\n", group)
         want = {"m": (md5_2, b"name: m\nv: 2\n"), "n": (md5_n, b"name: n\n")}
-        await eventually(lambda: w.sink.state() == want, 30, "pushes after the return")
+        await w.sink.until(lambda: w.sink.state() == want, 30, "pushes after the return")
         assert time.monotonic() - started < 15
         assert len(w.sink.of("down")) == 1

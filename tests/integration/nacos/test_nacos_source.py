@@ -7,11 +7,13 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.infra.common import eventually
 from tests.infra.nacos_server import NacosServer
-from tests.integration.nacos.conftest import eventually, watching
 from watcher.core.errors import ConflictError
+from watcher.fakes.sink import watching
+from watcher.sources.base import DELETED
 from watcher.sources.nacos import NacosSource
-from watcher.sources.nacos_options import DELETED, content_md5
+from watcher.sources.nacos_options import content_md5
 
 Make = Callable[..., NacosSource]
 
@@ -24,7 +26,7 @@ async def test_snapshot_then_pushes_and_deletes(nacos: NacosServer, group: str,
     await eventually(lambda: nacos.get("beta.yaml", group), 10, "the configs to be readable")
     source = make_source(data_ids=["alpha.yaml", "beta.yaml", "gamma.yaml"])
     async with watching(source) as w:
-        await eventually(lambda: w.sink.of("snapshot"), 15, "the initial snapshot")
+        await w.sink.until(lambda: w.sink.of("snapshot"), 15, "the initial snapshot")
         first = w.sink.of("snapshot")[0]
         assert {k: (c.revision, c.content) for k, c in first.items()} == {
             "alpha": (md5_a, b"name: alpha\n"), "beta": (md5_b, b"name: beta\n")}
@@ -32,12 +34,12 @@ async def test_snapshot_then_pushes_and_deletes(nacos: NacosServer, group: str,
 
         started = time.monotonic()
         md5_a2 = nacos.put("alpha.yaml", "name: alpha\nv: 2\n", group)
-        await eventually(lambda: w.sink.of("changed"), 10, "the push of alpha")
+        await w.sink.until(lambda: w.sink.of("changed"), 10, "the push of alpha")
         latency = time.monotonic() - started
         nacos.delete("beta.yaml", group)
         md5_g = nacos.put("gamma.yaml", "name: gamma\n", group)
         want = {"alpha": (md5_a2, b"name: alpha\nv: 2\n"), "gamma": (md5_g, b"name: gamma\n")}
-        await eventually(lambda: w.sink.state() == want, 15, "the pushes of beta and gamma")
+        await w.sink.until(lambda: w.sink.state() == want, 15, "the pushes of beta and gamma")
         changes = [(c.key, c.revision) for c in w.sink.of("changed")]
         assert sorted(changes) == [("alpha", md5_a2), ("beta", DELETED), ("gamma", md5_g)]
         assert latency < 5, f"a push took {latency:.2f}s"
@@ -51,21 +53,21 @@ async def test_pattern_mode_discovers_new_configs(nacos: NacosServer, group: str
     await eventually(lambda: nacos.get("a.yaml", group), 10, "a.yaml to be readable")
     source = make_source(data_id_pattern="*.yaml", discovery_interval=0.5)
     async with watching(source) as w:
-        await eventually(lambda: w.sink.of("snapshot"), 15, "the initial snapshot")
+        await w.sink.until(lambda: w.sink.of("snapshot"), 15, "the initial snapshot")
         assert set(w.sink.of("snapshot")[0]) == {"a"}
         assert w.sink.of("snapshot")[0]["a"].revision == md5_a
         md5_c = nacos.put("c.yaml", "name: c\n", group)
-        await eventually(lambda: "c" in w.sink.state(), 15, "c.yaml to be discovered")
+        await w.sink.until(lambda: "c" in w.sink.state(), 15, "c.yaml to be discovered")
         assert w.sink.state()["c"] == (md5_c, b"name: c\n")
         assert "notes" not in w.sink.state()
 
 
-async def test_read_all(nacos: NacosServer, group: str, make_source: Make) -> None:
+async def test_snapshot(nacos: NacosServer, group: str, make_source: Make) -> None:
     md5s = {name: nacos.put(f"{name}.yaml", f"name: {name}\n", group) for name in ("m1", "m2")}
     await eventually(lambda: nacos.get("m2.yaml", group), 10, "the configs to be readable")
     source = make_source(data_ids=["m1.yaml", "m2.yaml", "m3.yaml"])
     try:
-        changes = await source.read_all()
+        changes = (await source.snapshot()).documents
     finally:
         await source.aclose()
     assert {k: c.revision for k, c in changes.items()} == md5s
@@ -106,10 +108,10 @@ async def test_namespace_is_respected(nacos: NacosServer, group: str, make_sourc
     for selector in ({"data_ids": ["m.yaml", "n.yaml"]}, {"data_id_pattern": "*.yaml"}):
         source = make_source(namespace=namespace, **selector)
         async with watching(source) as w:
-            await eventually(lambda: w.sink.of("snapshot"), 15, "the initial snapshot")
+            await w.sink.until(lambda: w.sink.of("snapshot"), 15, "the initial snapshot")
             assert w.sink.state() == {"m": (md5_ns, b"name: m\nin: namespace\n")}, selector
             md5_n = await source.publish("n", b"name: n\n")
-            await eventually(lambda: "n" in w.sink.state(), 15, "the publish to be pushed")
+            await w.sink.until(lambda: "n" in w.sink.state(), 15, "the publish to be pushed")
             assert w.sink.state()["n"][0] == md5_n
         assert nacos.get("n.yaml", group, namespace) is not None
         assert nacos.get("n.yaml", group) is None
@@ -122,6 +124,6 @@ async def test_periodic_full_reread(nacos: NacosServer, group: str, make_source:
     await eventually(lambda: nacos.get("r.yaml", group), 10, "r.yaml to be readable")
     source = make_source(data_ids=["r.yaml"], resync_interval=1.0)
     async with watching(source) as w:
-        await eventually(lambda: len(w.sink.of("snapshot")) >= 3, 15, "three full re-reads")
+        await w.sink.until(lambda: len(w.sink.of("snapshot")) >= 3, 15, "three full re-reads")
         assert all(s["r"].revision == md5_r for s in w.sink.of("snapshot"))
         assert not w.sink.of("down")

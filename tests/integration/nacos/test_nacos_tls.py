@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from tests.infra.common import eventually
 from tests.infra.etcd import Tls
 from tests.infra.nacos_server import NacosServer
-from tests.integration.nacos.conftest import eventually, watching
+from watcher.fakes.sink import watching
 from watcher.plugins import PluginContext
 from watcher.sources.nacos import NacosSource
 
@@ -55,12 +56,12 @@ async def test_tls_with_client_certificates(tls_nacos: tuple[NacosServer, Tls],
     md5_1 = server.put("t.yaml", "name: t\nv: 1\n", GROUP)
     await eventually(lambda: server.get("t.yaml", GROUP), 10, "t.yaml to be readable")
     async with watching(source(server, tmp_path / "tls", tls)) as w:
-        await eventually(lambda: w.sink.of("snapshot"), 20, "the snapshot over TLS")
+        await w.sink.until(lambda: w.sink.of("snapshot"), 20, "the snapshot over TLS")
         assert w.sink.state() == {"t": (md5_1, b"name: t\nv: 1\n")}
         md5_2 = await w.source.publish("t", b"name: t\nv: 2\n", if_revision=md5_1)
-        await eventually(lambda: w.sink.state().get("t", ("",))[0] == md5_2, 15,
+        await w.sink.until(lambda: w.sink.state().get("t", ("",))[0] == md5_2, 15,
                          "the push over TLS")
 
     async with watching(source(server, tmp_path / "plain", None)) as plain:
-        await eventually(lambda: plain.sink.of("down"), 30, "a plaintext client to be refused")
+        await plain.sink.until(lambda: plain.sink.of("down"), 30, "a plaintext client to be refused")
         assert not plain.sink.of("snapshot")

@@ -19,6 +19,7 @@ TOKEN = "am-bearer-token-0123456789"
 
 
 def audit_lines(ctx: FeatureContext) -> list[dict[str, Any]]:
+    ctx.audit.flush()
     path = ctx.settings.state_dir / "audit.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 

@@ -85,7 +85,7 @@ async def test_endpoints(tmp_path: Path) -> None:
     async with serving(tmp_path) as (ctx, base), httpx.AsyncClient(base_url=base) as c:
         r = await c.get("/healthz")
         assert r.json() == {"status": "ok", "ready": False}
-        ctx.bus.subscribe(ctx.metrics.on_event)
+        ctx.bus.subscribe(ctx.metrics.on_message)
         ctx.bus.emit(Event(Kind.RECONCILED))
         ctx.ready = lambda: True
         assert (await c.get("/healthz")).json()["ready"] is True

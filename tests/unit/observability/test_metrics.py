@@ -8,6 +8,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from watcher.core.events import Event, Kind
+from watcher.core.outcome import Action, Outcome, Verdict
+from watcher.core.plan import Plan
 from watcher.fakes.context import feature_context
 from watcher.observability import metrics
 from watcher.settings import ApiSettings
@@ -21,34 +23,35 @@ def samples(m: metrics.Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]],
     return out
 
 
+HOT = Plan("hot", ("model.parameters.t",))
+RESTART = Plan("restart", ("runtime.env.X", "model.uri"))
+
+
 def test_reason_labels() -> None:
     rl = metrics.reason_label
-    assert rl(Event(Kind.APPLIED, plan="hot")) == "hot"
-    assert rl(Event(Kind.APPLIED, plan="restart (runtime.env.X, model.uri)")) == "restart"
-    assert rl(Event(Kind.REJECTED, fields={"error": "PolicyError"})) == "policy"
-    assert rl(Event(Kind.FAILED, fields={"error": "WeirdError"})) == "weird"
-    assert rl(Event(Kind.REJECTED, reason="invalid YAML at line 3")) == "document"
-    assert rl(Event(Kind.REJECTED, reason="version v1.3.0-dev is on the 'dev' channel")) == "policy"
-    assert rl(Event(Kind.FAILED, reason="health gate failed after 3 consecutive failures")) \
-        == "health_gate"
-    assert rl(Event(Kind.FAILED, reason="???")) == "other"
-    assert rl(Event(Kind.SEEN)) == ""
+    assert rl(Outcome(Verdict.APPLIED, "m", "1", plan=HOT)) == "hot"
+    assert rl(Outcome(Verdict.APPLIED, "m", "1", plan=RESTART)) == "restart"
+    assert rl(Outcome(Verdict.REJECTED, "m", "1", error="PolicyError")) == "policy"
+    assert rl(Outcome(Verdict.FAILED, "m", "1", error="WeirdError")) == "internal"
+    assert rl(Outcome(Verdict.FAILED, "m", "1", error="TimeoutError")) == "deadline"
+    assert rl(Outcome(Verdict.FAILED, "m", "1")) == "other"
+    assert rl(Outcome(Verdict.DELETED, "m", "deleted")) == ""
 
 
 def test_sequence() -> None:
     m = metrics.Metrics()
-    m.on_event(Event(Kind.SOURCE_DOWN))
-    m.on_event(Event(Kind.SOURCE_UP))
-    m.on_event(Event(Kind.SEEN, model="a", revision="1"))
-    m.on_event(Event(Kind.APPLIED, model="a", revision="1", version="v1.0.0", plan="hot",
-                     duration=0.3, at=100.0, fields={"observed_at": 99.5}))
-    m.on_event(Event(Kind.REJECTED, model="a", revision="2", fields={"error": "DocumentError"}))
-    m.on_event(Event(Kind.HEALTH, model="a", fields={"ok": False}))
-    m.on_event(Event(Kind.FAILED, model="a", revision="3", plan="restart", duration=2.0,
-                     reason="health gate failed"))
-    m.on_event(Event(Kind.APPLIED, model="a", revision="4", version="v1.1.0", plan="restart",
-                     duration=1.0, at=200.0))
-    m.on_event(Event(Kind.RECONCILED))
+    m.on_message(Event(Kind.SOURCE_DOWN))
+    m.on_message(Event(Kind.SOURCE_UP))
+    m.on_message(Event(Kind.SEEN, model="a", revision="1"))
+    m.on_message(Outcome(Verdict.APPLIED, "a", "1", version="v1.0.0", plan=HOT, duration=0.3,
+                         at=100.0, observed_at=99.5))
+    m.on_message(Outcome(Verdict.REJECTED, "a", "2", error="DocumentError"))
+    m.on_message(Event(Kind.HEALTH, model="a", ok=False))
+    m.on_message(Outcome(Verdict.FAILED, "a", "3", "health gate failed", plan=RESTART,
+                         duration=2.0, error="HealthGateError"))
+    m.on_message(Outcome(Verdict.APPLIED, "a", "4", version="v1.1.0", plan=RESTART,
+                         duration=1.0, at=200.0))
+    m.on_message(Event(Kind.RECONCILED))
     m.alert_sent("r", "slack", "firing", "ok")
     s = samples(m)
     assert s[("model_watcher_revisions_total", (("model", "a"), ("outcome", "applied"),
@@ -71,7 +74,9 @@ def test_sequence() -> None:
     assert s[("model_watcher_ready", ())] == 1
     assert s[("model_watcher_alerts_sent_total", (("notifier", "slack"), ("result", "ok"),
                                                   ("rule", "r"), ("status", "firing")))] == 1
-    m.on_event(Event(Kind.DELETED, model="a"))
+    m.on_message(Outcome(Verdict.DELETED, "a", "deleted", action=Action.DELETE))
+    assert [k for k in samples(m) if k[0] == "model_watcher_applied_info"]  # kept: it serves
+    m.on_message(Outcome(Verdict.DELETED, "a", "deleted", action=Action.DELETE, unloaded=True))
     assert not [k for k in samples(m) if k[0] == "model_watcher_applied_info"]
 
 

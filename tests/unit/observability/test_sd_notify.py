@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from watcher.core.events import Event, Kind
+from watcher.core.outcome import Outcome, Verdict
+from watcher.core.plan import Plan
 from watcher.fakes.context import feature_context
 from watcher.observability import sd_notify as notify
 
@@ -73,11 +75,11 @@ def test_watchdog_interval() -> None:
 def test_status_line() -> None:
     st = notify.StatusLine()
     st.update(Event(Kind.SOURCE_UP))
-    st.update(Event(Kind.APPLIED, model="qwen-chat", revision="42", plan="hot (model.uri)"))
+    st.update(Outcome(Verdict.APPLIED, "qwen-chat", "42", plan=Plan("hot", ("model.uri",))))
     assert st.text == "applied qwen-chat@rev 42 (hot); source ok"
     st.update(Event(Kind.SOURCE_DOWN, reason="connection refused"))
     assert st.text.endswith("source DOWN (connection refused)")
-    st.update(Event(Kind.FAILED, model="m", revision="0123456789abcdef0123", reason="x" * 400))
+    st.update(Outcome(Verdict.FAILED, "m", "0123456789abcdef0123", "x" * 400))
     assert st.text.startswith("FAILED m@rev 0123456789ab: ")
     assert len(st.text) <= 200
 
@@ -96,7 +98,7 @@ async def test_feature_lifecycle(sock: socket.socket, monkeypatch: pytest.Monkey
     assert not any("READY" in m for m in msgs)
 
     daemon.bus.emit(Event(Kind.SOURCE_UP))
-    daemon.bus.emit(Event(Kind.APPLIED, model="qwen-chat", revision="42"))
+    daemon.bus.emit(Outcome(Verdict.APPLIED, "qwen-chat", "42"))
     daemon.bus.emit(Event(Kind.RECONCILED))
     daemon.bus.emit(Event(Kind.RECONCILED))  # READY only once
     await asyncio.sleep(0)
@@ -123,8 +125,8 @@ async def test_reload_ready_fallback(sock: socket.socket, monkeypatch: pytest.Mo
     monkeypatch.setattr(notify, "RELOAD_READY_FALLBACK", 0.05)
     feature = notify.NotifyFeature(notify.SdNotifier(sock.getsockname()),
                                    asyncio.get_running_loop())
-    feature.on_event(Event(Kind.RECONCILED))
-    feature.on_event(Event(Kind.RELOADING))
+    feature.on_message(Event(Kind.RECONCILED))
+    feature.on_message(Event(Kind.RELOADING))
     await asyncio.sleep(0.2)
     msgs = drain(sock)
     assert [("READY" in m, "RELOADING" in m) for m in msgs] == [

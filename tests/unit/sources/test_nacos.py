@@ -9,9 +9,9 @@ import pytest
 
 from watcher import plugins
 from watcher.core.errors import SettingsError, SourceUnavailable
-from watcher.sources.base import Publisher, Source
+from watcher.sources.base import DELETED, Publisher, Source
 from watcher.sources.nacos import NacosSource
-from watcher.sources.nacos_options import DELETED, NacosOptions, content_md5, key_of
+from watcher.sources.nacos_options import NacosOptions, content_md5, key_of
 
 
 def ctx(tmp_path: Path) -> plugins.PluginContext:
@@ -110,7 +110,7 @@ async def test_unreachable_server_is_source_unavailable(tmp_path: Path) -> None:
                                      "data_ids": ["m.yaml"], **auth}, ctx(tmp_path))
         try:
             with pytest.raises(SourceUnavailable) as err:
-                await source.read_all()
+                await source.snapshot()
             assert f"127.0.0.1:{port}" in err.value.reason
             with pytest.raises(SourceUnavailable):
                 await source.publish("m", b"name: m\n")
