@@ -15,8 +15,10 @@ from watcher.core.events import EventBus
 from watcher.core.executor import Executor
 from watcher.core.reconciler import Reconciler
 from watcher.core.state import State
+from watcher.runtimes.base import Runtime
 from watcher.settings import Settings
 from watcher.sources.base import Source
+from watcher.targets.base import Target
 
 
 @dataclass
@@ -41,9 +43,16 @@ def build(settings: Settings, state: State, bus: EventBus) -> Parts:
 
     verify.load_trusted_keys(settings.trust.trusted_keys)  # a bad key fails at start (exit 2)
     ctx = plugins.PluginContext(state_dir=settings.state_dir, environment=settings.environment)
-    source: Source = plugins.create("source", settings.source.options(), ctx)
+    source = plugins.create("source", settings.source.options(), ctx)
+    if not isinstance(source, Source):
+        raise plugins.contract_error("source", source, Source)
     target = plugins.create("target", settings.target.options(), ctx) if settings.target else None
-    runtime = plugins.create("runtime", settings.runtime.options(), ctx) if settings.runtime else None
+    if target is not None and not isinstance(target, Target):
+        raise plugins.contract_error("target", target, Target)
+    runtime = (plugins.create("runtime", settings.runtime.options(), ctx)
+               if settings.runtime else None)
+    if runtime is not None and not isinstance(runtime, Runtime):
+        raise plugins.contract_error("runtime", runtime, Runtime)
     executor = Executor(settings, target, runtime)
     reconciler = Reconciler(settings, state, bus, executor, source_name=settings.source.kind)
     return Parts(source, executor, reconciler)

@@ -1,9 +1,12 @@
 """Lazy registry of plug-ins, chosen by name from the settings.
 
 A kind maps to a "module:Class" string (uvicorn's shape), so an optional SDK (Nacos, etcd,
-OpenTelemetry) is imported only when its plug-in is chosen. Every plug-in class offers
-`create(options, ctx)`: it validates its own options (a pydantic model with extra="forbid")
-and raises SettingsError naming the offending field.
+OpenTelemetry) is imported only when its plug-in is chosen. A kind may also BE such a string
+(`kind = "mycompany.watcher_consul:ConsulSource"`): an out-of-tree plug-in needs no change
+here. Every plug-in class offers `create(options, ctx)`: it validates its own options (a
+pydantic model with extra="forbid") and raises SettingsError naming the offending field.
+What it returns is checked against the group's protocol, so a plug-in that lacks a method
+fails at start with its name, not at its first use.
 """
 
 from __future__ import annotations
@@ -48,11 +51,14 @@ class PluginContext:
 
 
 def load_class(group: str, kind: str) -> type[Any]:
-    """Import the class registered for `kind` in `group`; PluginError when unknown/absent."""
+    """Import the class registered for `kind` in `group` (or named by `kind` itself as
+    "module:Class"); PluginError when unknown or absent."""
     table = GROUPS[group]
-    if kind not in table:
-        raise PluginError(f"{group}.kind: unknown kind {kind!r} (known: {', '.join(sorted(table))})")
-    module_name, _, attr = table[kind].partition(":")
+    target = table.get(kind) or (kind if ":" in kind else None)
+    if target is None:
+        raise PluginError(f"{group}.kind: unknown kind {kind!r} (known: {', '.join(sorted(table))}"
+                          ", or an importable \"module:Class\")")
+    module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -60,16 +66,30 @@ def load_class(group: str, kind: str) -> type[Any]:
             f"{group}.kind={kind!r} needs an optional dependency that is not installed "
             f"({exc.name}); install model-watcher[{kind}]"
         ) from exc
-    cls: type[Any] = getattr(module, attr)
+    cls: type[Any] | None = getattr(module, attr, None)
+    if cls is None or not hasattr(cls, "create"):
+        raise PluginError(f"{group}.kind={kind!r}: {module_name} has no plug-in class {attr!r} "
+                          "with a create(options, ctx) classmethod")
     return cls
 
 
-def create(group: str, options: Mapping[str, Any], ctx: PluginContext) -> Any:
-    """Build the plug-in named by options['kind'] from the rest of `options`."""
+def create(group: str, options: Mapping[str, Any], ctx: PluginContext) -> object:
+    """Build the plug-in named by options['kind'] from the rest of `options`. Callers check
+    it against their protocol with `isinstance` and raise `contract_error` when it fails."""
     opts = dict(options)
     kind = str(opts.pop("kind", ""))
-    cls = load_class(group, kind)
-    return cls.create(opts, ctx)
+    plugin: object = load_class(group, kind).create(opts, ctx)
+    return plugin
+
+
+def contract_error(group: str, plugin: object, protocol: type[Any]) -> PluginError:
+    """`plugin` lacks members of `protocol`: say which, at start, not at first use."""
+    members = getattr(protocol, "__protocol_attrs__", None) or \
+        [n for n in vars(protocol) if not n.startswith("_")]
+    missing = sorted(m for m in members if not hasattr(plugin, m))
+    return PluginError(f"{group}: {type(plugin).__module__}.{type(plugin).__name__} does not "
+                       f"implement the {protocol.__name__} contract (missing: "
+                       f"{', '.join(missing) or '?'}); see docs/architecture.md")
 
 
 M = TypeVar("M", bound=BaseModel)

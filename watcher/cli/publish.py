@@ -17,6 +17,7 @@ from watcher import plugins
 from watcher.cli.common import settings_from_args
 from watcher.cli.validate import check_file
 from watcher.core.errors import ConflictError, RejectedError, SourceUnavailable
+from watcher.sources.base import Publisher
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> str:
         publisher = plugins.create("source", options, ctx)
+        if not isinstance(publisher, Publisher):
+            raise plugins.contract_error("source", publisher, Publisher)
         try:
             revision: str = await publisher.publish(args.model, raw, if_revision=args.if_revision)
             return revision

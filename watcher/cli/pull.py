@@ -76,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
     options = settings.runtime.options()
 
     async def main() -> str | None:
+        from watcher.runtimes.docker import DockerRuntime
+
         runtime = create("runtime", options, ctx)
+        assert isinstance(runtime, DockerRuntime)  # kind = "docker", checked above
         progress = ProgressBar(sys.stderr)
         runtime.on_progress = progress
         try:
