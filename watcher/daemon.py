@@ -64,6 +64,8 @@ class Daemon:
     def _track_ready(self, message: Message) -> None:
         if isinstance(message, Event) and message.kind is Kind.RECONCILED:
             self._ready = True
+            with contextlib.suppress(Exception):  # status shows it; the daemon needs it not
+                self.state.set_ready()
 
     # -- signals -----------------------------------------------------------------------
     def request_stop(self) -> None:

@@ -198,6 +198,23 @@ class DaemonHarness:
         assert isinstance(m, dict)
         return m
 
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Until the daemon's first full reconcile after its start is done (READY): every
+        document of the first snapshot has been handled or found handled already, so a
+        wrong re-apply would have shown by now."""
+
+        def ready() -> bool:
+            if self.proc is not None:
+                self._died()
+            d = self.status()["daemon"]
+            return bool(d.get("running") and d.get("ready_at") and d.get("started_at")
+                        and d["ready_at"] >= d["started_at"])
+
+        try:
+            wait_until(ready, timeout, "the daemon's first reconcile", interval=0.05)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\nstatus: {self.status()}\nlog tail:\n{self.logs()[-3000:]}") from None
+
     def count(self, model: str, revision: str, outcome: str | None = None) -> int:
         return sum(1 for r in self.history(model) if r["revision"] == revision
                    and (outcome is None or r["outcome"] == outcome))

@@ -49,12 +49,16 @@ class ControlTables:
             " source_since) VALUES(1,?,?,?,?,NULL,'starting',?) ON CONFLICT(id) DO UPDATE SET"
             " pid=excluded.pid, started_at=excluded.started_at, heartbeat=excluded.heartbeat,"
             " source_kind=excluded.source_kind, source_up=NULL, source_detail='starting',"
-            " source_since=excluded.source_since",
+            " source_since=excluded.source_since, ready_at=NULL",
             (os.getpid(), now, now, source_kind, now),
         )
 
     def daemon_stopped(self) -> None:
         self._exec("UPDATE daemon SET pid=NULL, heartbeat=? WHERE id=1", (time.time(),))
+
+    def set_ready(self) -> None:
+        """The first full reconcile after start is done (READY=1)."""
+        self._exec("UPDATE daemon SET ready_at=? WHERE id=1", (time.time(),))
 
     def heartbeat(self) -> None:
         self._exec("UPDATE daemon SET heartbeat=? WHERE id=1", (time.time(),))

@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS daemon (
     source_kind TEXT,
     source_up INTEGER,
     source_detail TEXT,
-    source_since REAL
+    source_since REAL,
+    ready_at REAL
 );
 """
 
@@ -121,6 +122,13 @@ class State(HistoryTables, ControlTables):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added since a state file was created (CREATE IF NOT EXISTS adds none)."""
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(daemon)")}
+        if "ready_at" not in have:
+            self._db.execute("ALTER TABLE daemon ADD COLUMN ready_at REAL")
 
     def close(self) -> None:
         self._db.close()

@@ -58,7 +58,7 @@ class AuditLog:
             o = message
             self.write(o.label, model=o.model, revision=o.revision, version=o.version,
                        reason=o.reason or None, plan=o.describe_plan(), trace_id=o.trace_id,
-                       by=o.by, action_kind=str(o.action))
+                       by=o.by, action_kind=str(o.action), restored=o.restored)
 
     def _ensure_thread(self) -> None:
         if self._thread is None:

@@ -18,6 +18,8 @@ stay bounded: `reason` is a class of reason (`document`, `policy`, `verification
     model_watcher_webhook_requests_total{endpoint,result}
     model_watcher_actions_total{action,result}               Alertmanager self-healing
     model_watcher_ready                                      1 after the first reconcile
+    model_watcher_rollbacks_total{model,by}                  earlier specs put back: by=operator
+                                                             (CLI, alert) or by=daemon (failure)
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ class Metrics:
         self.actions = Counter("model_watcher_actions", "Self-healing actions (Alertmanager)",
                                ["action", "result"], registry=r)
         self.ready = Gauge("model_watcher_ready", "1 once the first reconcile is done", registry=r)
+        self.rollbacks = Counter("model_watcher_rollbacks", "Earlier specs put back: by an "
+                                 "operator or alert (by=operator), or after a failure (by=daemon)",
+                                 ["model", "by"], registry=r)
         self._applied: dict[str, tuple[str, str]] = {}
 
     def on_message(self, message: Message) -> None:
@@ -110,6 +115,10 @@ class Metrics:
 
     def _on_outcome(self, o: Outcome) -> None:
         self.revisions.labels(o.model, o.label, reason_label(o)).inc()
+        if o.restored is not None:
+            self.rollbacks.labels(o.model, "daemon").inc()
+        elif o.label == "rolled_back":
+            self.rollbacks.labels(o.model, "operator").inc()
         if o.verdict is Verdict.APPLIED and o.action is not Action.RESTART:
             self._set_applied(o.model, o.revision, o.version or "", o.at)
             if o.observed_at is not None:

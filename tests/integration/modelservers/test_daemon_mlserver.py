@@ -208,13 +208,14 @@ async def test_rollback_reapplies_the_last_stable_weights(env: Env) -> None:
     # the version registry: per revision its metadata, outcome, and which is stable
     rows = env.daemon.history(env.name)
     assert [(r["revision"], r["outcome"], r["source"]) for r in rows[:2]] == [
-        (r1, "applied", "rollback"), (r2, "rolled_back", "localdir")]
+        (r1, "rolled_back", "rollback"), (r2, "applied", "localdir")]
+    assert not rows[1]["stable"]  # rolled back away from: no rollback target
     assert rows[0]["metadata"]["model_id"] == f"{env.name}-v1.0.0" and rows[0]["stable"]
     assert any(a["action"] == "rolled_back" and a["revision"] == r1
                for a in env.daemon.audit())
     # the rollback sticks: a daemon restart does not re-apply the document still on disk
     await asyncio.to_thread(env.daemon.stop)
     await asyncio.to_thread(env.daemon.start)
-    await asyncio.sleep(2)
+    await asyncio.to_thread(env.daemon.wait_ready)
     assert env.daemon.status()["models"][env.name]["applied_revision"] == r1
     assert env.mlserver.predict(env.name) == pytest.approx(2.0)

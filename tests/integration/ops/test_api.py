@@ -35,7 +35,7 @@ def test_metrics_follow_applied_rejected_and_failed_revisions(ops_env: OpsEnv) -
     assert revisions(s, "applied", "hot") == 2, dump(s)
     assert revisions(s, "rejected", "document") == 1
     assert revisions(s, "failed", "health_gate") == 1
-    assert revisions(s, "rolled_back") == 1
+    assert s[("model_watcher_rollbacks_total", (("by", "daemon"), ("model", "demo")))] == 1
     assert revisions(s, "seen") == 4
     info = {labels: v for (name, labels), v in s.items() if name == "model_watcher_applied_info"}
     assert info == {(("model", "demo"), ("revision", r4), ("version", "v1.1.0")): 1.0}
