@@ -5,7 +5,8 @@
     ├── RejectedError          a document that must not be applied (revision -> rejected)
     │   ├── DocumentError      unparseable / not a mapping / schema violation / too large
     │   ├── PolicyError        semver channel, downgrade, name mismatch, unpinned image
-    │   └── VerificationError  weights digest or signature
+    │   ├── VerificationError  weights digest or signature
+    │   └── FetchError         weights could not be staged (network, auth, disk): -> failed
     ├── ApplyError             applying a valid document failed (revision -> failed)
     │   ├── TargetError        a hot swap through the server's API failed
     │   ├── RuntimeStartError  a restart / new instance failed
@@ -40,7 +41,13 @@ class PluginError(WatcherError):
 
 
 class RejectedError(WatcherError):
-    """The document is refused; the running server is never touched."""
+    """The document is refused; the running server is never touched.
+
+    `outcome` is what the revision is recorded as: "rejected" (the document is wrong) or,
+    for FetchError, "failed" (the document may be fine; fetching its weights was not).
+    """
+
+    outcome = "rejected"
 
 
 class DocumentError(RejectedError):
@@ -53,6 +60,14 @@ class PolicyError(RejectedError):
 
 class VerificationError(RejectedError):
     pass
+
+
+class FetchError(RejectedError):
+    """The weights could not be fetched into the local cache (retries exhausted, access
+    refused, not found, disk full). Raised before the apply starts, so the old model keeps
+    serving; the revision is recorded as failed, not rejected."""
+
+    outcome = "failed"
 
 
 class ApplyError(WatcherError):

@@ -315,13 +315,13 @@ class Reconciler:
         return self._done(key, revision, success_outcome)
 
     def _reject(self, row: int, key: str, revision: str, exc: RejectedError, trace_id: str | None) -> None:
-        reason = exc.reason
-        self.state.finish(row, "rejected", reason)
-        log.error("%s@%s rejected: %s; the running server is untouched", key, revision, reason,
+        reason, outcome = exc.reason, exc.outcome  # "failed" when its weights could not be fetched
+        self.state.finish(row, outcome, reason)
+        log.error("%s@%s %s: %s; the running server is untouched", key, revision, outcome, reason,
                   extra={"model": key, "revision": revision, "reason": reason})
-        self.bus.emit(Event(Kind.REJECTED, key, revision, reason=reason, trace_id=trace_id,
-                            fields={"error": type(exc).__name__}))
-        self._done(key, revision, "rejected", reason)
+        self.bus.emit(Event(Kind.FAILED if outcome == "failed" else Kind.REJECTED, key, revision,
+                            reason=reason, trace_id=trace_id, fields={"error": type(exc).__name__}))
+        self._done(key, revision, outcome, reason)
 
     async def _deleted(self, change: Change) -> None:
         key = change.key
