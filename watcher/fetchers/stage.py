@@ -178,7 +178,17 @@ class Stager:
                         exc.retryable = True
                     raise
 
-        await self._retrying(attempt, what)
+        part = self.cache.part(blob.digest)
+        while True:
+            before = part.stat().st_size if part.exists() else 0
+            try:
+                await self._retrying(attempt, what)
+                return
+            except FetchError:
+                # A flapping link that still moves the download forward does not use up the
+                # attempts: each run of them starts again as long as the partial grew.
+                if not part.exists() or part.stat().st_size <= before:
+                    raise
 
     async def _retrying(self, step: Callable[[], Any], what: str) -> Any:
         o = self.options
