@@ -235,9 +235,9 @@ async def _check_digest(what: str, uri: str, expected: str, trust: TrustSettings
     path = local_path(uri)
     if path is None:
         raise VerificationError(
-            f"{what}.sha256 cannot be checked for {uri!r}: only file:// URIs, absolute paths and "
-            "the staged schemes (weights.schemes: oci, http, https, s3) can be verified here "
-            "(set trust.verify_digest = false to leave it to the server)"
+            f"{what}.sha256 cannot be checked for {uri!r}: only file:// URIs and absolute paths "
+            "can be hashed here, and remote weights only through a staged scheme (weights.schemes: "
+            "oci, http, https, s3); set trust.verify_digest = false to leave it to the server"
         )
     resolved = _check_root(path, trust.allowed_roots, f"{what}.uri")
     if not resolved.exists():
