@@ -22,6 +22,7 @@ from tests.infra.nacos_server import _locked, _run, _sha
 HERE = Path(__file__).resolve().parent / "s3proxy"
 POM = HERE / "pom.xml"
 LOGBACK = HERE / "logback.xml"
+PART = 32 * 1024 * 1024
 HINT = "Java 17 JDK and Maven (scripts/deps/30-nacos.sh, scripts/deps/60-s3proxy.sh)"
 
 
@@ -89,7 +90,19 @@ class S3Proxy:
         c = self.client()
         if not (self.data / bucket).exists():
             c.create_bucket(Bucket=bucket)
-        c.put_object(Bucket=bucket, Key=key, Body=data)
+        if len(data) <= PART:
+            c.put_object(Bucket=bucket, Key=key, Body=data)
+            return
+        # s3proxy refuses one large PutObject (MaxMessageLengthExceeded): multipart, as
+        # real uploaders do (the ETag is then md5-N, not a content hash)
+        upload = c.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        parts = []
+        for n, start in enumerate(range(0, len(data), PART), 1):
+            r = c.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=n,
+                              Body=data[start:start + PART])
+            parts.append({"PartNumber": n, "ETag": r["ETag"]})
+        c.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
+                                    MultipartUpload={"Parts": parts})
 
     def object_path(self, bucket: str, key: str) -> Path:
         return self.data / bucket / key
