@@ -123,6 +123,7 @@ async def test_registry_weights_hot_swap_and_roll_back_with_the_registry_stopped
         assert result.returncode == 0, result.stderr
         await asyncio.to_thread(env.daemon.wait_applied, env.name, r1, 60)
         assert env.mlserver.predict(env.name) == pytest.approx(2.0)
+        assert registry.password not in env.daemon.logs()
     finally:
         registry.stop()
 
@@ -147,6 +148,8 @@ async def test_http_and_s3_weights_are_staged_and_swapped_in(
     r2 = env.publish(env.doc("v1.1.0", uris[1], sha(trained[1])))
     await asyncio.to_thread(env.daemon.wait_applied, env.name, r2, 60)
     assert env.mlserver.predict(env.name) == pytest.approx(3.0)
+    logs = env.daemon.logs()
+    assert s3.secret_key not in logs and "X-Amz-Signature" not in logs
 
 
 async def test_bad_remote_weights_fail_with_a_reason_and_the_old_model_keeps_serving(
