@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     webhook: dict[str, Any] = Field(default_factory=dict)
     alerts: dict[str, Any] = Field(default_factory=dict)
     tracing: dict[str, Any] = Field(default_factory=dict)
+    #: Remote weights: fetchers, cache and staging (validated by watcher/fetchers/options.py).
+    weights: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(

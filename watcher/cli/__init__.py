@@ -25,6 +25,7 @@ COMMANDS = (
     "schema",
     "publish",
     "pull",
+    "push_weights",
     "keygen",
     "sign",
 )

@@ -22,6 +22,29 @@ def open_state(args: argparse.Namespace) -> State:
     return State(settings.state_dir / "state.db")
 
 
+def weights_progress(args: argparse.Namespace) -> dict[str, Any]:
+    """Remote weights being staged (or last staged) per model: bytes, rate, eta, state."""
+    from watcher.fetchers.options import parse_weights_options
+    from watcher.fetchers.progress import read_progress
+
+    settings = settings_from_args(args)
+    root = parse_weights_options(settings.weights).cache_dir or settings.state_dir / "blobs"
+    return read_progress(root / "progress.json")
+
+
+def _fetch_line(name: str, p: dict[str, Any]) -> str:
+    from watcher.cli.pull import human
+
+    total, done = p.get("total"), int(p.get("done") or 0)
+    amount = f"{human(done)}/{human(total) if total else '?'}"
+    if p.get("state") == "fetching":
+        eta = p.get("eta")
+        return (f"{name}: fetching weights {amount} at {human(float(p.get('rate') or 0))}/s"
+                + (f", eta {float(eta):.0f}s" if eta is not None else "") + f" ({p.get('uri')})")
+    reason = f": {p['reason']}" if p.get("reason") else ""
+    return f"{name}: weights {p.get('state')} {amount} ({_ago(p.get('updated'))}){reason}"
+
+
 def _ago(ts: float | None) -> str:
     if not ts:
         return "-"
@@ -32,6 +55,7 @@ def _ago(ts: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     state = open_state(args)
     status: dict[str, Any] = state.status()
+    status["weights"] = weights_progress(args)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
@@ -51,4 +75,7 @@ def run(args: argparse.Namespace) -> int:
                   + (f": {m['last_reason']}" if m["last_reason"] else ""))
     for name in status["intents"]:
         print(f"{name}: an apply is in progress or was interrupted")
+    for name, p in status["weights"].items():
+        if p.get("state") == "fetching" or time.time() - float(p.get("updated") or 0) < 3600:
+            print(_fetch_line(name, p))
     return 0

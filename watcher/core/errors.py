@@ -7,6 +7,7 @@
     │   ├── PolicyError        semver channel, downgrade, name mismatch, unpinned image
     │   └── VerificationError  weights digest or signature
     ├── ApplyError             applying a valid document failed (revision -> failed)
+    │   ├── FetchError         its weights could not be staged (network, auth, disk)
     │   ├── TargetError        a hot swap through the server's API failed
     │   ├── RuntimeStartError  a restart / new instance failed
     │   └── HealthGateError    the health gate did not pass
@@ -68,6 +69,13 @@ class ApplyError(WatcherError):
     def __init__(self, *args: object, transient: bool = False) -> None:
         super().__init__(*args)
         self.transient = transient
+
+
+class FetchError(ApplyError):
+    """The weights could not be fetched into the local cache (retries exhausted, access
+    refused, not found, disk full). Raised before the apply starts, so the old model keeps
+    serving; the revision is failed, not rejected (the document may be fine). The stager
+    retried already: the pipeline does not retry it again."""
 
 
 class TargetError(ApplyError):

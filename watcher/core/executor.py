@@ -19,6 +19,7 @@ from watcher.core.health import GateResult, HealthCheck, Prober, gate
 from watcher.core.plan import Plan
 from watcher.core.spec import ModelSpec
 from watcher.core.state import Applied, Intent
+from watcher.fetchers.stage import stager_for
 from watcher.observability.tracing import get_tracer
 from watcher.runtimes.base import Instance, Runtime
 from watcher.settings import Settings
@@ -42,6 +43,8 @@ class Executor:
         self.runtime = runtime
         self._prober = prober
         self._http = httpx.AsyncClient()
+        #: Remote weights: staged into the local cache by `verify`, served from it.
+        self.weights = stager_for(settings)
         #: Told every gate verdict (the reconciler turns it into a HEALTH event).
         self.on_health: Callable[[ModelSpec, GateResult], None] | None = None
 
@@ -55,15 +58,23 @@ class Executor:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self.weights.aclose()
         for plugin in (self.target, self.runtime):
             if plugin is not None:
                 await plugin.aclose()
 
-    async def verify(self, spec: ModelSpec) -> None:
-        """Digest and signature of the weights; VerificationError (a rejection) if bad."""
+    async def verify(self, spec: ModelSpec) -> ModelSpec:
+        """Signature and digest of the weights, remote ones fetched into the local cache.
+
+        VerificationError (rejected) if bad, FetchError (failed) if they cannot be fetched;
+        returns the spec the server is given (remote URIs -> cache paths). The document
+        as published stays what is stored and diffed.
+        """
         from watcher.core import verify
 
-        await verify.verify_spec(spec, self.settings.trust)
+        await verify.verify_spec(spec, self.settings.trust, staged=self.weights.handles)
+        with get_tracer().span("stage"):
+            return await self.weights.stage(spec)
 
     # -- health ----------------------------------------------------------------
     def _check(self, spec: ModelSpec) -> HealthCheck:
@@ -85,6 +96,7 @@ class Executor:
     async def execute(self, plan: Plan, spec: ModelSpec, previous: ModelSpec | None,
                       revision: str) -> str:
         """Apply `plan`; return how it was applied: "hot", "restart" or "restart [pinned image]"."""
+        spec, previous = self.weights.local(spec), previous and self.weights.local(previous)
         with get_tracer().span("apply", plan=plan.kind):
             if plan.kind == "hot" and self.target is not None:
                 try:
@@ -168,6 +180,7 @@ class Executor:
         """Replace the running instance with a fresh one of the same spec (Alertmanager)."""
         if self.runtime is None:
             raise RuntimeStartError("a restart was requested, but no runtime is configured")
+        spec = self.weights.local(spec)
         with get_tracer().span("apply", plan="restart"):
             await self._restart(spec, spec, revision)
 

@@ -105,12 +105,18 @@ class Pipeline:
                 self.state.update_seen(row, version=spec.version, spec=spec.canonical())
                 policy.check(spec, environment=self.settings.environment,
                              settings=self.settings.policy, applied=previous)
-            with tracer.span("verify"):
-                await self.executor.verify(spec)
         except RejectedError as exc:
             return self.recorder.record(Outcome(
                 Verdict.REJECTED, key, revision, exc.reason, error=type(exc).__name__,
                 trace_id=trace_id), row)
+        try:
+            with tracer.span("verify"):
+                await self.executor.verify(spec)  # remote weights: staged into the cache
+        except (RejectedError, ApplyError) as exc:  # ApplyError: fetching the weights failed
+            verdict = Verdict.REJECTED if isinstance(exc, RejectedError) else Verdict.FAILED
+            return self.recorder.record(Outcome(
+                verdict, key, revision, exc.reason, error=type(exc).__name__,
+                version=spec.version, trace_id=trace_id), row)
         return await self.apply(row, spec, previous, revision, action=Action.UPDATE,
                                 by="source", started=started, trace_id=trace_id,
                                 observed_at=change.observed_at,

@@ -24,7 +24,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -235,8 +235,9 @@ async def _check_digest(what: str, uri: str, expected: str, trust: TrustSettings
     path = local_path(uri)
     if path is None:
         raise VerificationError(
-            f"{what}.sha256 cannot be checked for {uri!r}: only file:// URIs and absolute "
-            "paths can be hashed here (set trust.verify_digest = false to leave it to the server)"
+            f"{what}.sha256 cannot be checked for {uri!r}: only file:// URIs and absolute paths "
+            "can be hashed here, and remote weights only through a staged scheme (weights.schemes: "
+            "oci, http, https, s3); set trust.verify_digest = false to leave it to the server"
         )
     resolved = _check_root(path, trust.allowed_roots, f"{what}.uri")
     if not resolved.exists():
@@ -255,11 +256,14 @@ async def _check_digest(what: str, uri: str, expected: str, trust: TrustSettings
 # -- the check the reconciler runs --------------------------------------------------------
 
 
-async def verify_spec(spec: ModelSpec, trust: TrustSettings) -> Verified:
+async def verify_spec(spec: ModelSpec, trust: TrustSettings, *,
+                      staged: Callable[[str], bool] | None = None) -> Verified:
     """Refuse (VerificationError, one-line reason) weights that are not what was published.
 
     Order: required fields present -> signature over the declared digest by a trusted key
-    -> allowed roots -> the weights' (and adapters') actual digests.
+    -> allowed roots -> the weights' (and adapters') actual digests. URIs for which
+    `staged(uri)` is true (oci://, http(s)://, s3:// with weights staging on) are not hashed
+    here: the stager (watcher/fetchers) verifies their digest while downloading them.
     """
     model = spec.model
     digest, signature = model.sha256, model.signature
@@ -296,12 +300,13 @@ async def verify_spec(spec: ModelSpec, trust: TrustSettings) -> Verified:
             "vouch for; use file:// or an absolute path"
         )
 
+    remote = staged or (lambda _uri: False)
     checked = False
     if trust.verify_digest:
-        if digest is not None:
+        if digest is not None and not remote(model.uri):
             await _check_digest("model", model.uri, digest, trust)
             checked = True
         for adapter in model.adapters:
-            if adapter.sha256 is not None:
+            if adapter.sha256 is not None and not remote(adapter.uri):
                 await _check_digest(f"adapter {adapter.name}", adapter.uri, adapter.sha256, trust)
     return Verified(digest, checked, signer.key_id if signer else None)

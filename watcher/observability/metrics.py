@@ -20,6 +20,13 @@ stay bounded: `reason` is a class of reason (`document`, `policy`, `verification
     model_watcher_ready                                      1 after the first reconcile
     model_watcher_rollbacks_total{model,by}                  earlier specs put back: by=operator
                                                              (CLI, alert) or by=daemon (failure)
+    model_watcher_weights_bytes_total{scheme}                bytes downloaded into the cache
+    model_watcher_weights_fetches_total{scheme,result}       fetched / cached / failed
+    model_watcher_weights_cache_bytes                        size of the verified blobs
+    model_watcher_weights_fetch_bytes{model}                 in-flight staging: bytes in place,
+    model_watcher_weights_fetch_total_bytes{model}             of total, at rate, eta (gauges,
+    model_watcher_weights_fetch_rate_bytes{model}              present while fetching)
+    model_watcher_weights_fetch_eta_seconds{model}
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from watcher.core.events import Kind, Message
 from watcher.core.outcome import Action, Outcome, Verdict
@@ -95,6 +104,7 @@ class Metrics:
         self.rollbacks = Counter("model_watcher_rollbacks", "Earlier specs put back: by an "
                                  "operator or alert (by=operator), or after a failure (by=daemon)",
                                  ["model", "by"], registry=r)
+        r.register(WeightsCollector())
         self._applied: dict[str, tuple[str, str]] = {}
 
     def on_message(self, message: Message) -> None:
@@ -150,6 +160,40 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class WeightsCollector(Collector):
+    """Weights staging, read at scrape time from the stagers' counters and progress boards."""
+
+    def collect(self) -> list[Metric]:
+        from watcher.fetchers.progress import STATS
+
+        total = CounterMetricFamily("model_watcher_weights_bytes", "Bytes downloaded into the weights cache",
+                                    labels=["scheme"])
+        for scheme, n in sorted(STATS.bytes.items()):
+            total.add_metric([scheme], n)
+        fetches = CounterMetricFamily("model_watcher_weights_fetches", "Weights stagings by result",
+                                      labels=["scheme", "result"])
+        for (scheme, result), n in sorted(STATS.fetches.items()):
+            fetches.add_metric([scheme, result], n)
+        cache = GaugeMetricFamily("model_watcher_weights_cache_bytes", "Verified blobs in the cache",
+                                  value=STATS.cache_bytes)
+        gauges = {k: GaugeMetricFamily(f"model_watcher_weights_fetch_{k}", help_, labels=["model"])
+                  for k, help_ in (("bytes", "Bytes in place of a staging in flight"),
+                                   ("total_bytes", "Total bytes of a staging in flight"),
+                                   ("rate_bytes", "Download rate of a staging in flight (bytes/s)"),
+                                   ("eta_seconds", "Estimated seconds left of a staging in flight"))}
+        for p in STATS.in_flight():
+            gauges["bytes"].add_metric([p.model], p.done)
+            gauges["rate_bytes"].add_metric([p.model], p.rate)
+            if p.total is not None:
+                gauges["total_bytes"].add_metric([p.model], p.total)
+            if p.eta is not None:
+                gauges["eta_seconds"].add_metric([p.model], p.eta)
+        return [total, fetches, cache, *gauges.values()]
+
+    def describe(self) -> list[Metric]:
+        return []
 
 
 async def serve(ctx: FeatureContext) -> None:
