@@ -30,7 +30,7 @@ from watcher.core.reconciler import Reconciler
 from watcher.core.state import State
 from watcher.core.statelock import StateLock
 from watcher.core.tasks import TaskSet
-from watcher.features import FEATURES, FeatureContext, changed_features, run_feature
+from watcher.features import FeatureContext, changed_features, enabled_features, run_feature
 from watcher.observability.audit import AuditLog
 from watcher.settings import Settings, load_settings
 from watcher.sources.session import SourceSession
@@ -100,7 +100,7 @@ class Daemon:
                  self.settings.source.kind, self.settings.target.kind if self.settings.target else "-",
                  self.settings.runtime.kind if self.settings.runtime else "-",
                  self.settings.environment)
-        for name in FEATURES:
+        for name in enabled_features(self.settings):
             self._start_feature(name)
         self._tasks.spawn(self._housekeeping(), "housekeeping")
         try:
@@ -147,10 +147,11 @@ class Daemon:
         restart = changed_features(self.settings, new)
         self.settings = self.features.settings = new
         for name in restart:
-            task = self._feature_tasks.get(name)
+            task = self._feature_tasks.pop(name, None)
             if task is not None:
                 task.cancel()
-            self._start_feature(name)
+            if name in enabled_features(new):
+                self._start_feature(name)
         log.info("SIGHUP: settings reloaded from %s%s", self.config_path or "defaults",
                  f"; restarted {', '.join(restart)}" if restart else "")
         return parts

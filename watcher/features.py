@@ -16,6 +16,7 @@ import asyncio
 import functools
 import importlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -67,21 +68,27 @@ class FeatureContext:
 
 
 
-#: Feature modules and the settings sections each reads at start: a SIGHUP that changes
-#: one of them restarts that feature with the new settings.
-FEATURES: dict[str, tuple[str, ...]] = {
-    "watcher.observability.sd_notify": (),
-    "watcher.observability.metrics": ("api",),
-    "watcher.api.server": ("api", "webhook", "state_dir"),
-    "watcher.alerts": ("alerts",),
-    "watcher.observability.tracing_otel": ("tracing",),
+#: Feature modules, the settings sections each reads at start (a SIGHUP that changes one
+#: restarts that feature with the new settings) and whether it runs at all. A feature that
+#: does not run is never imported: its libraries (prometheus_client, the HTTP server,
+#: OpenTelemetry) cost no memory on a host that does not use it.
+FEATURES: dict[str, tuple[tuple[str, ...], Callable[[Settings], bool]]] = {
+    "watcher.observability.sd_notify": ((), lambda s: bool(os.environ.get("NOTIFY_SOCKET"))),
+    "watcher.observability.metrics": (("api",), lambda s: s.api.enabled),
+    "watcher.api.server": (("api", "webhook", "state_dir"), lambda s: s.api.enabled),
+    "watcher.alerts": (("alerts",), lambda s: bool(s.alerts.get("rules"))),
+    "watcher.observability.tracing_otel": (("tracing",), lambda s: bool(s.tracing.get("enabled"))),
 }
+
+
+def enabled_features(settings: Settings) -> list[str]:
+    return [name for name, (_, on) in FEATURES.items() if on(settings)]
 
 
 def changed_features(old: Settings, new: Settings) -> list[str]:
     """The features whose settings sections differ between `old` and `new`."""
-    return [name for name, sections in FEATURES.items()
-            if any(getattr(old, s) != getattr(new, s) for s in sections)]
+    return [name for name, (sections, on) in FEATURES.items()
+            if on(old) != on(new) or any(getattr(old, s) != getattr(new, s) for s in sections)]
 
 
 async def run_feature(module_name: str, ctx: FeatureContext) -> None:

@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     logs.setup(settings.log_level, settings.log_format)
     from watcher.assembly import build
     from watcher.core.events import EventBus
+    from watcher.core.recorder import OutcomeBuffer
     from watcher.core.state import State
     from watcher.core.statelock import StateLock
     from watcher.observability.audit import AuditLog
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         bus = EventBus()
         audit = AuditLog(settings.state_dir / "audit.jsonl")
         bus.subscribe(audit.on_message)
+        buffer = OutcomeBuffer()
+        bus.subscribe(buffer)
         parts = build(settings, state, bus)
         reconciler = parts.reconciler
         reconciler.immediate = True
@@ -58,12 +61,12 @@ def run(args: argparse.Namespace) -> int:
             await parts.aclose()
             audit.close()
             state.close()
-        outcomes = list(reconciler.outcomes.outcomes)
+        outcomes = list(buffer.outcomes)
         for o in outcomes:
             print(f"{o.model}\t{o.revision}\t{o.label}\t{o.reason}".rstrip())
         if not outcomes:
             print("everything is in line")
-        return 1 if reconciler.outcomes.failed() else 0
+        return 1 if buffer.failed() else 0
 
     try:
         return asyncio.run(main())

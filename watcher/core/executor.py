@@ -42,7 +42,7 @@ class Executor:
         self.target = target
         self.runtime = runtime
         self._prober = prober
-        self._http = httpx.AsyncClient()
+        self._http: httpx.AsyncClient | None = None  # created by the first health gate
         #: Remote weights: staged into the local cache by `verify`, served from it.
         self.weights = stager_for(settings)
         #: Told every gate verdict (the reconciler turns it into a HEALTH event).
@@ -57,7 +57,8 @@ class Executor:
         return self.runtime is not None
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
         await self.weights.aclose()
         for plugin in (self.target, self.runtime):
             if plugin is not None:
@@ -86,6 +87,8 @@ class Executor:
         if url is None:
             return  # no health URL configured: the apply's own success is the signal
         with get_tracer().span("health_gate"):
+            if self._http is None and self._prober is None:
+                self._http = httpx.AsyncClient()
             result = await gate(url, check, self._http, prober=self._prober)
         if self.on_health is not None:
             self.on_health(spec, result)

@@ -25,6 +25,12 @@ class Quiescence:
             self._deadline = now + self.wait_max
         self._fire_at = min(now + self.wait_min, self._deadline)
 
+    @property
+    def fire_at(self) -> float:
+        """When it should fire (time.monotonic()); call only after `tick`."""
+        assert self._fire_at is not None, "tick() first"
+        return self._fire_at
+
     def remaining(self, now: float | None = None) -> float:
         """Seconds until it should fire (0 when due); call only after `tick`."""
         now = time.monotonic() if now is None else now

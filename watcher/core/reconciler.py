@@ -29,7 +29,7 @@ from watcher.core.executor import Executor
 from watcher.core.health import GateResult
 from watcher.core.outcome import Outcome
 from watcher.core.pipeline import Pipeline
-from watcher.core.recorder import OutcomeBuffer, Recorder
+from watcher.core.recorder import Recorder
 from watcher.core.recovery import recover
 from watcher.core.scheduler import Scheduler
 from watcher.core.spec import ModelSpec
@@ -55,8 +55,6 @@ class Reconciler:
         rc = settings.reconcile
         self.scheduler = Scheduler(self._handle, wait_min=rc.wait_min, wait_max=rc.wait_max,
                                    max_parallel=rc.max_parallel, on_settled=self._settled)
-        self.outcomes = OutcomeBuffer()
-        bus.subscribe(self.outcomes)
         self._handled: dict[str, str] = {}
         self._first: set[str] | None = None  # models of the first snapshot still to handle
         self._reconciled = False

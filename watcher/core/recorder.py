@@ -90,9 +90,10 @@ def _context(o: Outcome) -> dict[str, Any]:
 
 
 class OutcomeBuffer:
-    """The last `size` outcomes, for `once` and tests: a bus subscriber."""
+    """Outcomes as they are published (the last `size`; None: all), for `once` and tests:
+    a bus subscriber."""
 
-    def __init__(self, size: int = 1000) -> None:
+    def __init__(self, size: int | None = None) -> None:
         self.outcomes: deque[Outcome] = deque(maxlen=size)
 
     def __call__(self, message: Message) -> None:

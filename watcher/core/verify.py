@@ -27,15 +27,17 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from watcher.core.errors import SettingsError, VerificationError
 from watcher.core.spec import ModelSpec
 from watcher.settings import TrustSettings
+
+if TYPE_CHECKING:
+    # cryptography (with its Rust core, ~10 MB of RSS) is imported only where a key or a
+    # signature is handled: a daemon without trusted keys never loads it.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger("watcher.core.verify")
 
@@ -70,11 +72,16 @@ def key_id(raw: bytes) -> str:
 
 
 def raw_public_bytes(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def parse_public_key(data: bytes, origin: str) -> Ed25519PublicKey:
     """A public key from PEM, 32 raw bytes, or base64 of the 32 raw bytes."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     stripped = data.strip()
     try:
         if stripped.startswith(b"-----BEGIN"):
@@ -128,6 +135,8 @@ def load_trusted_keys(entries: Iterable[str]) -> list[TrustedKey]:
 
 def check_signature(digest: str, signature_b64: str, keys: list[TrustedKey]) -> TrustedKey:
     """The trusted key whose signature over `digest` this is; VerificationError otherwise."""
+    from cryptography.exceptions import InvalidSignature
+
     try:
         signature = base64.b64decode(signature_b64.strip(), validate=True)
     except (binascii.Error, ValueError):

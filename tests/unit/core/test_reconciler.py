@@ -16,6 +16,7 @@ from watcher.core.events import Event, EventBus, Kind, Message
 from watcher.core.executor import Executor
 from watcher.core.outcome import Outcome, Verdict
 from watcher.core.reconciler import Reconciler
+from watcher.core.recorder import OutcomeBuffer
 from watcher.core.state import State
 from watcher.fakes.servers import FakeServer, FakeTarget, ScriptedProber
 from watcher.settings import Settings
@@ -174,7 +175,9 @@ async def test_a_failed_unload_is_a_failed_outcome(tmp_path: Path) -> None:
     await rec.idle()
     assert bus.labels() == ["applied", "failed"]
     assert bus.outcomes()[-1].reason == "document deleted; unload failed: unload refused"
-    assert rec.outcomes.failed() == [bus.outcomes()[-1]]  # what `once` exits 1 on
+    buffer = OutcomeBuffer()
+    buffer(bus.outcomes()[-1])
+    assert buffer.failed() == [bus.outcomes()[-1]]  # what `once` exits 1 on
 
 
 async def test_connectivity_is_reported_on_edges_only(tmp_path: Path) -> None:
