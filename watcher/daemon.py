@@ -131,6 +131,7 @@ class Daemon:
             new = load_settings(self.config_path)
         except SettingsError as exc:
             log.error("SIGHUP: settings not reloaded, keeping the running ones: %s", exc.reason)
+            self.bus.emit(Event(Kind.RELOADING, reason=exc.reason))  # says so in STATUS=
             return
         if new.state_dir != self.settings.state_dir:
             log.error("SIGHUP: state_dir cannot change while running; keeping %s",

@@ -58,5 +58,5 @@ def test_unit_promises() -> None:
                  "SystemCallFilter=@system-service", "StateDirectory=model-watcher",
                  "LogsDirectory=model-watcher", "ConfigurationDirectory=model-watcher",
                  "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "User=model-watcher",
-                 "ExecReload=/bin/kill -HUP $MAINPID"):
+                 "ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'"):
         assert line in text, line
