@@ -70,9 +70,9 @@ def fields_of(record: logging.LogRecord, identifier: str, formatter: logging.For
         "PRIORITY": str(PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)),
         "SYSLOG_IDENTIFIER": identifier,
         "LOGGER": record.name,
-        "CODE_FILE": record.pathname,
+        "CODE_FILE": record.pathname or "",
         "CODE_LINE": str(record.lineno),
-        "CODE_FUNC": record.funcName,
+        "CODE_FUNC": record.funcName or "",
     }
     for key in STABLE_KEYS:
         value = getattr(record, key, None)

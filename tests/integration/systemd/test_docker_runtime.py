@@ -143,7 +143,7 @@ def test_blue_green_behind_a_root_nginx_under_the_unit(mw: Service, engine: Engi
     result = load.stop()
     print(f"docker runtime under the unit, blue/green: {result.summary()}")
     assert result.failed == 0, result.summary()
-    assert result.bodies.get("v1.1.0\n", 0) > 0
+    assert result.bodies.get("v1.1.0", 0) > 0
     assert slow["response"].status_code == 200 and slow["response"].text == "slow\n"
     assert httpx.get(front + "/version", timeout=5).text.strip() == "v1.1.0"
     new = engine.running("demo")
