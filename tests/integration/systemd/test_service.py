@@ -126,3 +126,18 @@ def test_reload_rereads_settings_or_keeps_them(mw: Service,
     rev3 = mw.publish(doc("v1.0.0", temperature=0.3))
     mw.wait_applied(rev3)
     assert b.config()["spec"]["model"]["parameters"]["temperature"] == 0.3
+
+
+def test_exposure_of_the_unit_and_of_each_runtime_dropin(mw: Service) -> None:
+    """`systemd-analyze security` of what this systemd loads: the base unit at most 2.0,
+    each runtime's drop-in reported (docs/operations.md) and held to the same bound."""
+    scores = {}
+    dropin = f"/etc/systemd/system/{UNIT}.d/runtime.conf"
+    for runtime in ("none", "command", "docker"):
+        if runtime != "none":
+            mw.host.sh(f"install -D -m 0644 /src/systemd/runtime-{runtime}.conf {dropin}")
+        mw.host.systemctl("daemon-reload")
+        scores[runtime] = exposure(mw.host, UNIT)
+    scores["once"] = exposure(mw.host, "model-watcher-once.service")
+    print("systemd-analyze security: " + ", ".join(f"{k} {v}" for k, v in scores.items()))
+    assert all(score <= MAX_EXPOSURE for score in scores.values()), scores
