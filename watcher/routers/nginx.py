@@ -131,12 +131,15 @@ class NginxUpstream:
         if before is None:
             await asyncio.sleep(self.opts.settle)
             return
-        deadline = time.monotonic() + self.opts.drain_timeout
+        started = time.monotonic()
+        deadline = started + self.opts.drain_timeout
         while time.monotonic() < deadline:
             now = await self.control.workers()
             if now is None or now[0] != before[0]:
                 return  # nginx restarted (a new master): nothing of the old generation is left
             if now[1] - before[1] and not (now[1] & before[1]):
+                log.info("nginx: the previous workers exited %.2fs after the reload (drained)",
+                         time.monotonic() - started)
                 return
             await asyncio.sleep(0.02 if self.opts.unit is None else 0.1)
         log.warning("nginx workers of the previous config still running after %gs; going on",

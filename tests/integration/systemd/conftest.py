@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -155,7 +154,3 @@ def mw(systemd_host: SystemdHost) -> Iterator[Service]:
 
 def main_pid(svc: Service) -> int:
     return int(svc.show("MainPID")["MainPID"])
-
-
-def path_of(p: Path) -> str:
-    return str(p)

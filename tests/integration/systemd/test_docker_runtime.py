@@ -3,8 +3,9 @@ podman), against Podman's Engine API socket and a root-owned nginx.service:
 
 - blue/green behind nginx with zero failed requests (a request loop through nginx);
 - nginx reloaded through `systemctl reload nginx` (polkit), its config tested by ExecReload;
-- the drain ends when the connections of the old workers end (a slow request in flight
-  finishes first), not at drain_timeout, although ProtectProc=invisible hides them in /proc;
+- the drain ends when the connections of the old workers end (a slow request in flight on
+  the old container finishes, with 200, before the replacement completes), not at
+  drain_timeout, although ProtectProc=invisible hides the workers in /proc;
 - without the drop-in's ReadWritePaths= the upstream file cannot be written: a clean failed
   switch, the new container discarded, the old one serving.
 
@@ -15,7 +16,9 @@ and given the engine group as podman.socket's SocketGroup= would (install.sh's d
 from __future__ import annotations
 
 import os
+import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,7 @@ from tests.infra.systemd_host import SystemdHost
 from tests.integration.systemd.conftest import UNIT, Service, doc
 from watcher.routers.nginx import log_format_name
 
-SLOW_SECONDS = 3
+SLOW_SECONDS = 6
 SLOW_CGI = f"#!/bin/sh\nsleep {SLOW_SECONDS}\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow\\n'\n"
 REPO = "mw/sd-model-server"
 NGINX_SITE = """\
@@ -133,12 +136,14 @@ def test_blue_green_behind_a_root_nginx_under_the_unit(mw: Service, engine: Engi
 
     def slow_request() -> None:
         slow["response"] = httpx.get(front + "/cgi-bin/slow.cgi", timeout=30)
+        slow["done"] = time.monotonic()
 
     with LoadLoop(front + "/version", max_seconds=120) as load:
         t = threading.Thread(target=slow_request)
         t.start()  # in flight on the old container: the pull and start come first
         rev2 = publish("v1.1.0")
         mw.wait_applied(rev2, timeout=90)
+        applied_at = time.monotonic()
         t.join(30)
     result = load.stop()
     print(f"docker runtime under the unit, blue/green: {result.summary()}")
@@ -148,8 +153,13 @@ def test_blue_green_behind_a_root_nginx_under_the_unit(mw: Service, engine: Engi
     assert httpx.get(front + "/version", timeout=5).text.strip() == "v1.1.0"
     new = engine.running("demo")
     assert len(new) == 1 and new != old
+    # the first reload's drain waited for the slow request: the replacement completed after it
+    assert slow["done"] <= applied_at, (slow["done"], applied_at)
     log = host.messages(UNIT, cursor)
-    assert "still running after" not in log, log  # the drain ended with the connections
+    assert "still running after" not in log, log  # no drain ran into drain_timeout (60 s)
+    drains = [float(m) for m in re.findall(r"previous workers exited (\d+\.\d+)s", log)]
+    print(f"drains (s): {drains}")
+    assert drains and max(drains) < 60, log
     assert host.messages("nginx.service", cursor).count("Reloaded") >= 2
 
     # without ReadWritePaths= the upstream file is read-only: a clean failure
