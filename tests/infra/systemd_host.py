@@ -80,6 +80,11 @@ class SystemdImage:
         t0 = time.monotonic()
         self.podman.cli("import", "--quiet", str(self.tar), self.ref, timeout=600)
         self.timings["podman import"] = time.monotonic() - t0
+        stale = self.podman.cli("images", "--format", "{{.Repository}}:{{.Tag}}",
+                                "--filter", "reference=localhost/mw-systemd-host", check=False)
+        for ref in stale.split():
+            if ref != self.ref:  # built from an older package list
+                self.podman.cli("rmi", "--force", ref, check=False, timeout=120)
         return self.ref
 
     def _exists(self) -> bool:
@@ -161,6 +166,7 @@ class SystemdHost:
     # -- lifecycle -----------------------------------------------------------------
     def start(self, timeout: float = 90) -> SystemdHost:
         ref = self.image.ensure()
+        self._remove_stale()
         mounts = [f"{ROOT}:{SRC}:ro", f"{self.dist.dist}:{DIST}:ro", f"{self.dist.wheels}:{WHEELS}",
                   f"{self.exchange}:{EXCHANGE}", f"{self.podman_run}:{PODMAN_RUN}"]
         self.podman.cli("run", "-d", "--name", self.name, *RUN_FLAGS,
@@ -168,6 +174,15 @@ class SystemdHost:
         self.started = True
         wait_until(self._booted, timeout, f"systemd to boot in {self.name}", interval=0.3)
         return self
+
+    def _remove_stale(self) -> None:
+        """Containers of test sessions that died without stop() (their pid is gone)."""
+        names = self.podman.cli("ps", "-a", "--filter", "name=^mw-systemd-", "--format",
+                                "{{.Names}}", check=False).split()
+        for name in names:
+            pid = name.split("-")[2] if name.count("-") >= 3 else ""
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                self.podman.cli("rm", "--force", "--time", "0", name, check=False, timeout=120)
 
     def _booted(self) -> bool:
         state = self.sh("systemctl is-system-running", check=False).stdout.strip()
