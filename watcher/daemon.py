@@ -143,6 +143,7 @@ class Daemon:
             parts = build(new, self.state, self.bus)
         except WatcherError as exc:
             log.error("SIGHUP: settings not reloaded, keeping the running ones: %s", exc.reason)
+            self.bus.emit(Event(Kind.RELOADING, reason=exc.reason))  # says so in STATUS=
             return None
         restart = changed_features(self.settings, new)
         self.settings = self.features.settings = new

@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     environment: str = "development"
     state_dir: Path = Path("state")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["auto", "text", "json"] = "auto"
+    log_format: Literal["auto", "text", "json", "journal"] = "auto"
 
     source: PluginSection = Field(
         default_factory=lambda: PluginSection(kind="localdir", path="config/models")

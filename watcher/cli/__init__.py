@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", "-c", help="settings file (TOML); default "
                         "/etc/model-watcher/watcher.toml, else ./config/watcher.toml")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--log-format", choices=["auto", "text", "json"])
+    parser.add_argument("--log-format", choices=["auto", "text", "json", "journal"])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:

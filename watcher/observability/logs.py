@@ -1,4 +1,4 @@
-"""Logging: readable lines on a terminal, JSON lines with stable keys elsewhere (journald).
+"""Logging: readable lines on a terminal, native journal entries under systemd, JSON lines elsewhere.
 
 JSON keys: ts, level, logger, event (the message), and model, revision, reason, trace_id
 when the call passes them in `extra`. A redaction filter masks registered secrets in every
@@ -61,11 +61,20 @@ class TextFormatter(logging.Formatter):
 
 
 def setup(level: str = "INFO", fmt: str = "auto") -> None:
-    """Configure the root logger once for the process (idempotent)."""
+    """Configure the root logger once for the process (idempotent).
+
+    `auto`: text on a terminal, journal entries when systemd connected stderr to the journal
+    (observability/journal.py: fields and priorities), else JSON lines."""
+    from watcher.observability import journal
+
     if fmt == "auto":
-        fmt = "text" if sys.stderr.isatty() else "json"
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+        fmt = "text" if sys.stderr.isatty() else "journal" if journal.stderr_is_journal() else "json"
+    handler: logging.Handler
+    if fmt == "journal":
+        handler = journal.JournalHandler()
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -14,18 +14,16 @@ $NOTIFY_SOCKET (a path, or `@name` for the abstract namespace). Sent here:
 Without $NOTIFY_SOCKET `serve()` returns at once. Sending never raises: a lost datagram is
 logged at DEBUG and the daemon goes on (systemd is the one that cares).
 
-Test-only hook: with $MODEL_WATCHER_TESTING_WEDGE_SECONDS set, SIGUSR2 blocks the event loop
-for that many seconds (time.sleep on the loop), so a test can prove that the watchdog pings
-stop. Never set it in production.
+The tests wedge the daemon from outside (SIGSTOP) under a real systemd
+(tests/integration/systemd/test_watchdog.py); that the pings come from the loop itself is
+shown in-process (tests/unit/observability/test_sd_notify.py). There is no test hook here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import Mapping
@@ -39,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("watcher.observability.sd_notify")
 
-WEDGE_ENV = "MODEL_WATCHER_TESTING_WEDGE_SECONDS"
 #: How long after RELOADING=1 READY=1 is sent even if no reconcile finished.
 RELOAD_READY_FALLBACK = 10.0
 
@@ -130,7 +127,8 @@ class StatusLine:
         elif m.kind is Kind.SOURCE_DOWN:
             self.source = "source DOWN" + (f" ({m.reason})" if m.reason else "")
         elif m.kind is Kind.RELOADING:
-            self.action = "reloading settings"
+            self.action = (f"settings NOT reloaded, running ones kept: {m.reason}" if m.reason
+                           else "reloading settings")
         elif m.kind is Kind.STOPPING:
             self.action = "stopping"
         return self.text != before
@@ -163,6 +161,8 @@ class NotifyFeature:
         kind = ev.kind if isinstance(ev, Event) else None
         if kind is Kind.RECONCILED:
             self._ready()
+        elif kind is Kind.RELOADING and ev.reason:
+            pass  # the reload failed (reason); READY=1 follows the next reconcile as usual
         elif kind is Kind.RELOADING:
             self.reloading = True
             self.notifier.send(
@@ -203,18 +203,6 @@ class NotifyFeature:
             await asyncio.sleep(interval)
 
 
-def _install_wedge_hook(loop: asyncio.AbstractEventLoop) -> None:
-    """Test-only: SIGUSR2 blocks the loop for $MODEL_WATCHER_TESTING_WEDGE_SECONDS."""
-    seconds = float(os.environ[WEDGE_ENV])
-    log.warning("test-only wedge hook armed: SIGUSR2 blocks the event loop for %gs", seconds)
-
-    def wedge() -> None:
-        log.warning("test-only wedge: blocking the event loop for %gs", seconds)
-        time.sleep(seconds)  # deliberately blocking: this is what a wedged loop looks like
-
-    loop.add_signal_handler(signal.SIGUSR2, wedge)
-
-
 async def serve(ctx: FeatureContext) -> None:
     """Run sd_notify from the daemon's events until cancelled; no-op without systemd."""
     notifier = SdNotifier.from_env()
@@ -223,8 +211,6 @@ async def serve(ctx: FeatureContext) -> None:
     loop = asyncio.get_running_loop()
     feature = NotifyFeature(notifier, loop)
     unsubscribe = ctx.bus.subscribe(feature.on_message)
-    if os.environ.get(WEDGE_ENV):
-        _install_wedge_hook(loop)
     feature.notifier.send(status=feature.status.text)
     interval = watchdog_interval()
     try:
@@ -237,6 +223,3 @@ async def serve(ctx: FeatureContext) -> None:
         unsubscribe()
         feature.stop()
         notifier.close()
-        if os.environ.get(WEDGE_ENV):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(signal.SIGUSR2)

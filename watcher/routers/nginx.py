@@ -6,10 +6,13 @@ includes inside `http {}`. It holds the upstream block and a JSON `log_format` n
 check the new instance's error rate and latency from nginx's own records.
 
 `apply()` promises that when it returns, every request nginx accepts follows the new
-weights: it writes the file atomically (temp file + rename in the same directory), checks
-it with `nginx -t` (restoring the previous file on failure), runs `nginx -s reload`, and
-waits until the previous generation of workers has exited, i.e. requests accepted under the
-old weights have finished. That is also the drain before an old container is stopped.
+weights: it writes the file atomically (temp file + rename in the same directory), has nginx
+test and reload it (nginx_control: directly, or through its systemd unit; the previous file
+is put back on failure), and waits until the previous generation of workers has exited, i.e.
+requests accepted under the old weights have finished. That is also the drain before an old
+container is stopped. A file that cannot be written (a read-only path under the unit's
+ProtectSystem=strict, permissions) is a TrafficError like a refused reload, so the switch
+fails cleanly and the new instance is discarded.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -27,32 +29,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from watcher.core.errors import HealthGateError, RuntimeStartError
+from watcher.core.errors import HealthGateError
 from watcher.fsutil import write_atomically
-from watcher.proc import run_argv
+from watcher.routers.nginx_control import NginxControl, NginxOptions, TrafficError
 
+__all__ = ["AccessWindow", "NginxOptions", "NginxUpstream", "StepPlan", "TrafficError", "switch"]
 log = logging.getLogger("watcher.routers.nginx")
-
-
-class TrafficError(RuntimeStartError):
-    """nginx refused the rendered config or could not be reloaded; the old file is back."""
-
-
-class NginxOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    upstream_file: Path = Field(description="file the daemon rewrites; included in http {}")
-    upstream: str = Field("{model}", pattern=r"^[A-Za-z0-9_.{}-]+$",
-                          description="upstream block name; {model} is replaced")
-    binary: str = "nginx"
-    conf: Path | None = Field(None, description="nginx -c FILE")
-    prefix: Path | None = Field(None, description="nginx -p DIR")
-    pid_file: Path | None = Field(None, description="master pid file: lets reloads wait for "
-                                  "old workers to finish (drain); without it, `settle` seconds")
-    access_log: Path | None = Field(None, description="access log in format mw_<upstream>")
-    settle: float = Field(1.0, ge=0)
-    drain_timeout: float = Field(30.0, gt=0)
-    command_timeout: float = Field(15.0, gt=0)
 
 
 class StepPlan(BaseModel):
@@ -102,7 +84,7 @@ def read_weights(path: Path) -> dict[str, int]:
     """The weights last written to `path` (empty when absent or not ours)."""
     try:
         text = path.read_text()
-    except FileNotFoundError:
+    except OSError:  # absent or unreadable: nothing we can have written
         return {}
     m = re.search(r"^# model-watcher weights: (.*)$", text, re.M)
     if m is None:
@@ -114,6 +96,7 @@ def read_weights(path: Path) -> dict[str, int]:
 class NginxUpstream:
     def __init__(self, opts: NginxOptions) -> None:
         self.opts = opts
+        self.control = NginxControl(opts)
         self._lock = asyncio.Lock()
 
     def weights(self) -> dict[str, int]:
@@ -123,76 +106,48 @@ class NginxUpstream:
         """Write, test, reload and wait for the previous workers to drain (see module doc)."""
         async with self._lock:
             path = self.opts.upstream_file
-            previous = path.read_text() if path.exists() else None
-            before = self._workers()
-            write_atomically(path, render(self.opts, weights, backup).encode())
             try:
-                await self._nginx("-t", "-q")
-                await self._nginx("-s", "reload")
+                previous = path.read_text() if path.exists() else None
+                write_atomically(path, render(self.opts, weights, backup).encode())
+            except OSError as exc:
+                raise TrafficError(f"cannot write the nginx upstream file {path}: "
+                                   f"{exc.strerror or exc}") from exc
+            before = await self.control.workers()
+            try:
+                await self.control.reload()
             except TrafficError:
-                if previous is None:
-                    path.unlink(missing_ok=True)
-                else:
-                    write_atomically(path, previous.encode())
+                with contextlib.suppress(OSError):
+                    if previous is None:
+                        path.unlink(missing_ok=True)
+                    else:
+                        write_atomically(path, previous.encode())
                 raise
             log.info("nginx upstream %s: %s%s", self.opts.upstream, weights,
                      f" (backup {backup})" if backup else "")
             await self._drain(before)
 
-    async def _nginx(self, *args: str) -> None:
-        argv = [self.opts.binary, *args]
-        if self.opts.conf is not None:
-            argv += ["-c", str(self.opts.conf)]
-        if self.opts.prefix is not None:
-            argv += ["-p", str(self.opts.prefix)]
-        await run_argv(argv, seconds=self.opts.command_timeout, error=TrafficError)
-
-    def _master(self) -> int | None:
-        if self.opts.pid_file is None:
-            return None
-        try:
-            return int(self.opts.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    def _workers(self) -> set[int]:
-        master = self._master()
-        return set() if master is None else children(master)
-
-    async def _drain(self, before: set[int]) -> None:
+    async def _drain(self, before: tuple[int, set[int]] | None) -> None:
         """Wait until a new worker generation is up and the old one has exited (bounded)."""
-        master = self._master()
-        if master is None:
+        if before is None:
             await asyncio.sleep(self.opts.settle)
             return
-        deadline = time.monotonic() + self.opts.drain_timeout
+        started = time.monotonic()
+        deadline = started + self.opts.drain_timeout
         while time.monotonic() < deadline:
-            now = children(master)
-            if now - before and not (now & before):
+            now = await self.control.workers()
+            if now is None or now[0] != before[0]:
+                return  # nginx restarted (a new master): nothing of the old generation is left
+            if now[1] - before[1] and not (now[1] & before[1]):
+                log.info("nginx: the previous workers exited %.2fs after the reload (drained)",
+                         time.monotonic() - started)
                 return
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02 if self.opts.unit is None else 0.1)
         log.warning("nginx workers of the previous config still running after %gs; going on",
                     self.opts.drain_timeout)
 
     def window(self) -> AccessWindow:
         """Start counting access-log records from now."""
         return AccessWindow(self.opts.access_log)
-
-
-def children(pid: int) -> set[int]:
-    """Pids whose parent is `pid` (Linux /proc), excluding zombies."""
-    out: set[int] = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        if len(fields) > 1 and fields[0] != "Z" and int(fields[1]) == pid:
-            out.add(int(entry.name))
-    return out
 
 
 @dataclass

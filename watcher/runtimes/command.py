@@ -7,6 +7,16 @@ previous spec. The spec is written to a JSON file first, and the command gets it
 MODEL_WATCHER_REVISION, MODEL_WATCHER_VERSION, MODEL_WATCHER_IMAGE); the spec's
 `runtime.env` is passed through too. Placeholders in the argv: {name} {revision}
 {version} {image} {spec_file} {python} (the daemon's own interpreter).
+
+With `unit` set (the daemon as a systemd service), `start` is the server's foreground argv
+and each restart replaces a transient service of that name in the service user's own
+systemd manager (`systemctl --user stop`, then `systemd-run --user`). A process the daemon
+forked itself would live in the daemon's cgroup (killed by every stop, watchdog kill or
+restart of the daemon, and never started again, the revision being handled) and inherit
+its sandbox (PrivateDevices hides GPUs, MemoryDenyWriteExecute breaks JIT servers). The
+user manager forks the server fresh, in a cgroup of its own; the environment goes through
+an EnvironmentFile (0600, never argv). The unit needs the user's manager running
+(`loginctl enable-linger model-watcher`) and reachable (systemd/runtime-command.conf).
 """
 
 from __future__ import annotations
@@ -27,8 +37,10 @@ from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
 from watcher.proc import run_argv
 from watcher.runtimes.base import Instance, StepCheck
+from watcher.runtimes.systemd import render_env
 
 log = logging.getLogger("watcher.runtimes.command")
+
 
 class CommandOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -36,6 +48,13 @@ class CommandOptions(BaseModel):
     stop: list[str] | None = Field(None, description="argv that stops it (document deleted)")
     timeout: float = Field(120.0, gt=0)
     health_url: str | None = Field(None, description="base URL of the restarted server")
+    unit: str | None = Field(None, pattern=r"^[A-Za-z0-9:_.{}-]+$", description="transient "
+                             "user service running `start` ({name} replaced), see module doc")
+    systemd_run: list[str] = Field(default_factory=lambda: ["systemd-run", "--user",
+                                                            "--no-ask-password"], min_length=1)
+    systemctl: list[str] = Field(default_factory=lambda: ["systemctl", "--user",
+                                                          "--no-ask-password"], min_length=1)
+
 
 class CommandRuntime:
     def __init__(self, options: CommandOptions, state_dir: Path) -> None:
@@ -57,11 +76,52 @@ class CommandRuntime:
                   "image": spec.runtime.image or "", "spec_file": str(spec_file),
                   "python": sys.executable}
         args = [a.format_map(values) for a in argv]
-        env = {**os.environ, **spec.runtime.env, "MODEL_WATCHER_SPEC_FILE": str(spec_file),
-               "MODEL_WATCHER_MODEL": spec.name, "MODEL_WATCHER_REVISION": revision,
-               "MODEL_WATCHER_VERSION": spec.version, "MODEL_WATCHER_IMAGE": values["image"]}
+        extra = {"MODEL_WATCHER_SPEC_FILE": str(spec_file)}
+        if self.options.unit is not None:
+            await self._run_unit(args, spec, revision, extra)
+            return
+        env = {**os.environ, **spec.runtime.env, **extra, "MODEL_WATCHER_MODEL": spec.name,
+               "MODEL_WATCHER_REVISION": revision, "MODEL_WATCHER_VERSION": spec.version,
+               "MODEL_WATCHER_IMAGE": values["image"]}
         log.info("running %s", args[0], extra={"model": spec.name, "revision": revision})
         await run_argv(args, seconds=self.options.timeout, error=RuntimeStartError, env=env)
+
+    def unit(self, model: str) -> str:
+        return str(self.options.unit).replace("{name}", model).removesuffix(".service") + ".service"
+
+    async def _run_unit(self, args: list[str], spec: ModelSpec, revision: str,
+                        extra: dict[str, str]) -> None:
+        """Replace the transient service: stop the old one, start `args` as a new one."""
+        unit = self.unit(spec.name)
+        env_file = self.spec_dir / f"{spec.name}.env"
+        write_atomically(env_file, render_env(spec, revision, extra).encode(), mode=0o600)
+        await self._stop_unit(unit)
+        log.info("starting %s as %s", args[0], unit, extra={"model": spec.name, "revision": revision})
+        try:
+            await self._manager([*self.options.systemd_run, f"--unit={unit}", "--collect",
+                                 "--same-dir", "--property=Type=exec",
+                                 f"--property=EnvironmentFile={env_file}", "--", *args])
+        except RuntimeStartError as exc:
+            raise RuntimeStartError(f"{exc.reason} (is the service user's systemd manager "
+                                    "running? loginctl enable-linger USER)") from exc
+
+    async def _stop_unit(self, unit: str) -> None:
+        try:
+            await self._manager([*self.options.systemctl, "stop", unit])
+        except RuntimeStartError as exc:
+            if "not loaded" not in exc.reason:
+                raise
+        # a unit that failed stays "failed" until reset, and would block the name
+        await self._manager([*self.options.systemctl, "reset-failed", unit], check=False)
+
+    async def _manager(self, argv: list[str], check: bool = True) -> None:
+        env = dict(os.environ)
+        env.setdefault("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}")
+        try:
+            await run_argv(argv, seconds=self.options.timeout, error=RuntimeStartError, env=env)
+        except RuntimeStartError:
+            if check:
+                raise
 
     async def prepare(self, spec: ModelSpec) -> None:
         return None
@@ -81,7 +141,9 @@ class CommandRuntime:
         return []
 
     async def remove(self, spec: ModelSpec) -> None:
-        if self.options.stop:
+        if self.options.unit is not None:
+            await self._stop_unit(self.unit(spec.name))
+        elif self.options.stop:
             await self._run(self.options.stop, spec, "removed")
 
     async def aclose(self) -> None:

@@ -11,6 +11,11 @@ The unit reads the file with `EnvironmentFile=`; it holds the spec's `runtime.en
 MODEL_WATCHER_MODEL / _VERSION / _REVISION / _IMAGE / _ARGS (args JSON-encoded), so
 `instances()` can tell which revision runs after a daemon restart. `systemctl` is an argv
 prefix, e.g. ["systemctl", "--user"], never a shell.
+
+Under the hardened unit the daemon's user restarts the model server's unit through systemd's
+D-Bus API (what `systemctl` does); a polkit rule allows it exactly start/stop/restart of
+`model-server@*.service` (systemd/polkit/model-watcher-systemd.rules). The EnvironmentFile
+lives in the daemon's StateDirectory, which PID 1 reads as root: no ReadWritePaths= needed.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ class SystemdOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     unit: str = Field("{model}.service", description="unit name; {model} is replaced")
-    systemctl: list[str] = Field(default_factory=lambda: ["systemctl"], min_length=1)
+    systemctl: list[str] = Field(default_factory=lambda: ["systemctl", "--no-ask-password"],
+                                 min_length=1)
     env_file: Path | None = Field(None, description="the unit's EnvironmentFile; {model} replaced")
     base_url: str | None = Field(None, description="the server's URL, for the health gate")
     timeout: float = Field(90.0, gt=0, description="for each systemctl call and for activation")
@@ -76,7 +82,7 @@ class SystemdRuntime:
         unit = self.unit(spec.name)
         path = self.env_file(spec.name)
         if path is not None:
-            write_atomically(path, render_env(spec, revision).encode())
+            write_atomically(path, render_env(spec, revision).encode(), mode=0o600)  # may hold secrets
         elif spec.runtime.env or spec.runtime.args:
             log.warning("%s: runtime.env/args given but no env_file is configured; the unit "
                         "restarts with its own settings", spec.name, extra={"model": spec.name})
@@ -129,12 +135,12 @@ class SystemdRuntime:
                               error=RuntimeStartError)
 
 
-def render_env(spec: ModelSpec, revision: str) -> str:
+def render_env(spec: ModelSpec, revision: str, extra: Mapping[str, str] | None = None) -> str:
     """EnvironmentFile text: one KEY="value" a line, values quoted for systemd."""
     values = {**spec.runtime.env,
               "MODEL_WATCHER_MODEL": spec.name, "MODEL_WATCHER_VERSION": spec.version,
               "MODEL_WATCHER_REVISION": revision, "MODEL_WATCHER_IMAGE": spec.runtime.image or "",
-              "MODEL_WATCHER_ARGS": json.dumps(spec.runtime.args)}
+              "MODEL_WATCHER_ARGS": json.dumps(spec.runtime.args), **(extra or {})}
     lines = ["# written by model-watcher before each restart; do not edit"]
     for key, value in values.items():
         if not ENV_NAME.match(key):

@@ -1,5 +1,6 @@
 """sd_notify from the real daemon on a real NOTIFY_SOCKET: READY, STATUS, WATCHDOG, RELOADING,
-STOPPING, and a wedged event loop that stops the pings."""
+STOPPING, and a wedged daemon (SIGSTOP, from outside) whose pings stop. The same under a real
+systemd, with the watchdog's kill and restart: tests/integration/systemd/test_watchdog.py."""
 
 from __future__ import annotations
 
@@ -54,8 +55,7 @@ class NotifyListener:
 def test_sd_notify_lifecycle(tmp_path: Path) -> None:
     listener = NotifyListener(tmp_path / "notify.sock")
     env = OpsEnv(tmp_path / "env", env={
-        "NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": str(WATCHDOG_USEC),
-        "MODEL_WATCHER_TESTING_WEDGE_SECONDS": str(WEDGE_SECONDS)})
+        "NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)})
     try:
         rev = env.write(doc())
         env.daemon.start(wait_ready=False)
@@ -83,11 +83,13 @@ def test_sd_notify_lifecycle(tmp_path: Path) -> None:
                    "READY=1 after the reload")
         assert int(listener.having("RELOADING")[0][1]["MONOTONIC_USEC"]) > 0
 
-        # a wedged event loop stops the pings; they come back when it is free again
+        # a wedged daemon (stopped from outside) stops the pings; they come back after it
         time.sleep(0.5)
         t_wedge = time.monotonic()
-        env.daemon.signal(signal.SIGUSR2)
-        time.sleep(WEDGE_SECONDS + 1.0)
+        env.daemon.signal(signal.SIGSTOP)
+        time.sleep(WEDGE_SECONDS)
+        env.daemon.signal(signal.SIGCONT)
+        time.sleep(1.0)
         pings = listener.pings(t_wedge - 1.0, time.monotonic())
         gaps = [b - a for a, b in itertools.pairwise(pings)]
         assert max(gaps) >= WEDGE_SECONDS - 0.2, gaps

@@ -137,3 +137,29 @@ async def test_reload_ready_fallback(sock: socket.socket, monkeypatch: pytest.Mo
 async def test_serve_without_socket_returns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     await asyncio.wait_for(notify.serve(feature_context(tmp_path)), 1)
+
+
+async def test_watchdog_pings_come_from_the_event_loop(sock: socket.socket) -> None:
+    """A blocking call on the loop stops the pings (what systemd's watchdog relies on); the
+    daemon has no hook for this, the test blocks its own loop."""
+    feature = notify.NotifyFeature(notify.SdNotifier(sock.getsockname()), asyncio.get_running_loop())
+    stamps: list[float] = []
+    task = asyncio.create_task(feature.watchdog(0.05))
+
+    async def collect(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            stamps.extend(time.monotonic() for _ in drain(sock))
+            await asyncio.sleep(0.01)
+
+    await collect(0.3)
+    before = len(stamps)
+    blocked_at = time.monotonic()
+    time.sleep(0.6)  # the wedge: a blocking call on the event loop
+    blocked_until = time.monotonic()
+    drain(sock)  # a ping may have been queued just before the wedge
+    await collect(0.3)
+    task.cancel()
+    assert before >= 3
+    assert not [t for t in stamps if blocked_at < t < blocked_until - 0.05]
+    assert len(stamps) - before >= 3, "the pings did not resume"

@@ -165,3 +165,31 @@ async def test_apply_with_a_missing_binary_is_a_traffic_error(tmp_path: Path) ->
     with pytest.raises(TrafficError, match="cannot run"):
         await NginxUpstream(o).apply({A: 100})
     assert not o.upstream_file.exists()
+
+
+async def test_an_unwritable_upstream_file_is_a_clean_switch_failure(tmp_path: Path) -> None:
+    """An OSError writing the file (read-only under ProtectSystem=strict, permissions) is a
+    TrafficError, so the switch fails with HealthGateError and the executor discards the new
+    instance; nginx is never asked to reload."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    up = NginxUpstream(NginxOptions(upstream_file=blocker / "up.conf", upstream="m",
+                                    binary="/nonexistent/nginx"))
+    with pytest.raises(TrafficError, match="cannot write the nginx upstream file"):
+        await up.apply({A: 100})
+    with pytest.raises(HealthGateError, match=r"traffic switch to .* failed: cannot write"):
+        await switch(up, B, A, StepPlan(), _ok)
+
+
+def test_cgroup_dir_finds_the_units_cgroup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from watcher.routers import nginx_control
+
+    v1 = tmp_path / "systemd"
+    (v1 / "system.slice" / "nginx.service").mkdir(parents=True)
+    (v1 / "system.slice" / "nginx.service" / "cgroup.procs").write_text("10\n11\n12\n")
+    monkeypatch.setattr(nginx_control, "CGROUP_ROOTS", (tmp_path / "unified", tmp_path, v1))
+    found = nginx_control.cgroup_dir("/system.slice/nginx.service")
+    assert found == v1 / "system.slice" / "nginx.service"
+    assert nginx_control.cgroup_procs(found) == {10, 11, 12}
+    assert nginx_control.cgroup_dir("relative") is None
+    assert nginx_control.cgroup_dir("/system.slice/gone.service") is None
