@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from tests.infra.common import ROOT, Proc, wait_until
+from tests.infra.engine_api import EngineAPI
 from tests.infra.images import BuiltImage
 from tests.infra.nginx import LoadLoop, Nginx
-from tests.infra.podman import PodmanService
 from tests.infra.registry import Registry
 from tests.integration.containers.conftest import (
     RuntimeFactory,
@@ -26,9 +26,9 @@ from watcher.routers.nginx import read_weights
 @pytest.mark.parametrize("outcome", ["revert", "finish"])
 async def test_kill9_mid_promote_is_found_by_label_and_converges(
     outcome: str, make_runtime: RuntimeFactory, images: dict[str, BuiltImage], nginx: Nginx,
-    podman: PodmanService, registry: Registry, model: str, tmp_path: object,
+    engine: EngineAPI, registry: Registry, model: str, tmp_path: object,
 ) -> None:
-    options = runtime_options(podman, registry, nginx) | {"steps": [30, 100]}
+    options = runtime_options(engine, registry, nginx) | {"steps": [30, 100]}
     rt = make_runtime(**options)
     old = await deploy(rt, make_spec(model, images["v1.0.0"]), "r1")
     spec = make_spec(model, images["v1.1.0"])
@@ -60,5 +60,5 @@ async def test_kill9_mid_promote_is_found_by_label_and_converges(
     assert load.result.failed == 0, load.result.errors
     assert [i.id for i in await again.instances(model)] == [expected.id]
     assert read_weights(nginx.upstream_file) == {expected.info["addr"]: 100}
-    assert podman.containers(f"model-watcher.model={model}") == [expected.info["name"]]
+    assert engine.containers(f"model-watcher.model={model}") == [expected.info["name"]]
     assert body in load.result.bodies
