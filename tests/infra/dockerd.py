@@ -102,6 +102,9 @@ class Dockerd:
         # The identity key goes here instead of /etc/docker/key.json (a file-only setting).
         (self.root / "daemon.json").write_text(
             json.dumps({"deprecated-key-path": str(self.root / "key.json")}) + "\n")
+        self._start_dockerd(timeout)
+
+    def _start_dockerd(self, timeout: float) -> None:
         argv = [
             self.dockerd, "--config-file", str(self.root / "daemon.json"),
             "--data-root", str(self.root / "data"), "--exec-root", str(self.run / "exec"),
@@ -122,6 +125,14 @@ class Dockerd:
         wait_until(lambda: not proc.alive() or ready(), timeout, f"{what} to be ready")
         if not proc.alive():
             raise RuntimeError(f"{what} exited {proc.popen.returncode}:\n{proc.output()[-2000:]}")
+
+    def restart(self, timeout: float = 60) -> None:
+        """Restart dockerd alone (as an upgrade of the package or a host reboot would); its
+        shutdown stops the running containers, and only their restart policy brings them
+        back. containerd, the bridge and the data root stay."""
+        assert self._dockerd is not None, "not started"
+        self._dockerd.stop(timeout=60)
+        self._start_dockerd(timeout)
 
     def containers(self, label: str) -> list[str]:
         """Names of all containers (any state) carrying `label` (key or key=value)."""

@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -68,8 +68,13 @@ class DockerOptions(StepPlan):
     env: dict[str, str] = Field(default_factory=dict, description="first container's env")
     binds: list[str] = Field(default_factory=list, description="first container's volumes")
     stop_timeout: int = Field(10, ge=0)
+    restart_policy: Literal["unless-stopped", "always", "on-failure", "no"] = Field(
+        "unless-stopped", description="the engine restarts a crashed container, and after its "
+        "own restart (dockerd's shutdown stops every container)")
     pull_timeout: float = Field(300.0, gt=0)
     start_timeout: float = Field(15.0, gt=0)
+    start_settle: float = Field(0.5, ge=0, description="running this long without a crash "
+                                "counts as started")
     require_digest: bool = True
     nginx: NginxOptions
 
@@ -182,6 +187,7 @@ class DockerRuntime:
                        IMAGE: ref, VERSION: spec.version})
         cport = f"{self.opts.container_port}/tcp"
         host_config["PortBindings"] = {cport: [{"HostIp": self.opts.host, "HostPort": str(port)}]}
+        host_config["RestartPolicy"] = {"Name": self.opts.restart_policy}
         return {
             "Image": ref,
             "Env": [f"{k}={v}" for k, v in env.items()],
@@ -220,12 +226,22 @@ class DockerRuntime:
         raise RuntimeStartError(f"no free host port in {lo}-{hi}")
 
     async def _wait_running(self, inst: Instance) -> None:
+        """Until the container has run for `start_settle` seconds without a crash;
+        RuntimeStartError (with its last log lines) when it exited or crashed. With a restart
+        policy the engine starts a crashed container again, so one poll seeing "running" proves
+        little: Docker reports "restarting", then "running" again with a RestartCount."""
         deadline = time.monotonic() + self.opts.start_timeout
+        running_since: float | None = None
         while True:
-            state = (await self.engine.inspect(inst.id)).get("State") or {}
-            if state.get("Running"):
-                return
-            if state.get("Status") in ("exited", "dead", "stopped") or time.monotonic() > deadline:
+            info = await self.engine.inspect(inst.id)
+            state = info.get("State") or {}
+            now = time.monotonic()
+            crashed = state.get("Restarting") or int(info.get("RestartCount") or 0) > 0
+            if state.get("Running") and not crashed:
+                running_since = running_since or now
+                if now - running_since >= self.opts.start_settle:
+                    return
+            elif crashed or state.get("Status") in ("exited", "dead", "stopped") or now > deadline:
                 logs = await self.engine.logs(inst.id)
                 raise RuntimeStartError(
                     f"{inst.model}: container {inst.info['name']} is {state.get('Status')!r} "

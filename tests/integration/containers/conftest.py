@@ -42,11 +42,13 @@ IMAGES = {
     "v1.2.0": "unhealthy",
     "v1.3.0": "flaky",
     "v1.4.0-dev": "good",
+    "v1.5.0": "crash",
 }
 #: Engine parameter -> the session fixture that starts it.
 ENGINES = {"podman": "podman", "docker": "dockerd"}
 #: For `@pytest.mark.parametrize("engine", PODMAN_ONLY, indirect=True)`.
 PODMAN_ONLY = ["podman"]
+DOCKER_ONLY = ["docker"]
 _counter = itertools.count()
 
 

@@ -102,6 +102,26 @@ async def test_unhealthy_new_image_is_discarded_and_old_keeps_serving(
     assert engine.containers(f"model-watcher.model={model}") == [first.info["name"]]
 
 
+async def test_new_container_that_exits_at_start_is_a_clear_error_and_is_removed(
+    make_runtime: RuntimeFactory, images: dict[str, BuiltImage], nginx: Nginx,
+    engine: EngineAPI, model: str,
+) -> None:
+    """With a restart policy the engine restarts a crashed container over and over; the
+    runtime must still see the crash, say why (its exit code and last log lines), and remove
+    it, while the old one keeps serving."""
+    rt = make_runtime()
+    first = await deploy(rt, make_spec(model, images["v1.0.0"]), "r1")
+    with LoadLoop(nginx.url + "/version") as load:
+        with pytest.raises(RuntimeStartError, match="exit code 3") as err:
+            await deploy(rt, make_spec(model, images["v1.5.0"]), "r2")
+        await _more_requests(load, 20)
+    print(f"crash at start: {err.value}")
+    assert "cannot load the weights" in str(err.value)
+    assert load.result.failed == 0, load.result.errors
+    assert set(load.result.bodies) == {"v1.0.0"}
+    assert engine.containers(f"model-watcher.model={model}") == [first.info["name"]]
+
+
 async def test_rollback_reruns_the_pinned_digest_even_after_the_tag_moved(
     make_runtime: RuntimeFactory, builder: PodmanEnv, registry: Registry,
     images: dict[str, BuiltImage], nginx: Nginx, model: str,
