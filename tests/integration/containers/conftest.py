@@ -15,6 +15,7 @@ runtime's own path). A server that cannot be started fails the test; nothing her
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -155,25 +156,29 @@ def make_spec(model: str, image: BuiltImage, version: str | None = None, ref: st
 
 async def http_check(inst: Instance) -> str | None:
     """The step check the reconciler would pass: GET health_url + /health is 200."""
+    async with httpx.AsyncClient(timeout=2) as c:
+        return await _check(c, inst)
+
+
+async def _check(client: httpx.AsyncClient, inst: Instance) -> str | None:
     assert inst.health_url
     try:
-        async with httpx.AsyncClient(timeout=2) as c:
-            resp = await c.get(inst.health_url + "/health")
+        resp = await client.get(inst.health_url + "/health")
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}"
     return None if resp.status_code == 200 else f"/health answered {resp.status_code}"
 
 
 async def gate(inst: Instance, attempts: int = 100) -> str | None:
-    """Poll `http_check` until healthy (as the health gate would), bounded."""
-    import asyncio
-
+    """Poll `/health` until healthy (as the health gate would), bounded: about 5 s. One
+    client for all attempts (a new httpx client costs ~0.15 s here: it loads the CA store)."""
     reason = None
-    for _ in range(attempts):
-        reason = await http_check(inst)
-        if reason is None:
-            return None
-        await asyncio.sleep(0.05)
+    async with httpx.AsyncClient(timeout=2) as c:
+        for _ in range(attempts):
+            reason = await _check(c, inst)
+            if reason is None:
+                return None
+            await asyncio.sleep(0.05)
     return reason
 
 

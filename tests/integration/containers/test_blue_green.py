@@ -17,7 +17,7 @@ from tests.infra.images import BuiltImage, build_and_push
 from tests.infra.nginx import LoadLoop, Nginx
 from tests.infra.podman import PodmanEnv
 from tests.infra.registry import Registry
-from tests.integration.containers.conftest import RuntimeFactory, deploy, make_spec
+from tests.integration.containers.conftest import PODMAN_ONLY, RuntimeFactory, deploy, make_spec
 from watcher.core.errors import HealthGateError, RuntimeStartError
 from watcher.routers.nginx import NginxOptions, NginxUpstream
 from watcher.runtimes.engine import EngineClient, RegistryAuth
@@ -53,6 +53,7 @@ async def _more_requests(load: LoadLoop, n: int) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.parametrize("engine", PODMAN_ONLY, indirect=True)
 async def test_stop_then_start_baseline_drops_requests(
     engine: EngineAPI, registry: Registry, images: dict[str, BuiltImage], nginx: Nginx,
     model: str,
@@ -86,6 +87,7 @@ async def test_stop_then_start_baseline_drops_requests(
     assert set(r.bodies) == {"v1.0.0", "v1.1.0"}
 
 
+@pytest.mark.parametrize("engine", PODMAN_ONLY, indirect=True)
 async def test_unhealthy_new_image_is_discarded_and_old_keeps_serving(
     make_runtime: RuntimeFactory, images: dict[str, BuiltImage], nginx: Nginx,
     engine: EngineAPI, model: str,

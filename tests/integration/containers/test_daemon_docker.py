@@ -20,7 +20,7 @@ from tests.infra.images import BuiltImage
 from tests.infra.nginx import LoadLoop, Nginx
 from tests.infra.receiver import Receiver
 from tests.infra.registry import Registry
-from tests.integration.containers.conftest import runtime_options
+from tests.integration.containers.conftest import PODMAN_ONLY, runtime_options
 from watcher.routers.nginx import read_weights
 from watcher.sources.localdir import revision_of
 
@@ -98,6 +98,7 @@ async def test_daemon_replaces_blue_green_with_zero_failed_requests(env: Env) ->
     assert "@sha256:" in row["plan"], row["plan"]  # history names the pinned image that runs
 
 
+@pytest.mark.parametrize("engine", PODMAN_ONLY, indirect=True)
 async def test_daemon_failed_gate_keeps_old_marks_failed_and_alerts(env: Env) -> None:
     r1 = env.publish("v1.0.0")
     env.daemon.start()
@@ -115,6 +116,7 @@ async def test_daemon_failed_gate_keeps_old_marks_failed_and_alerts(env: Env) ->
     assert env.model in env.rx.at("/hook")[0].body.decode()
 
 
+@pytest.mark.parametrize("engine", PODMAN_ONLY, indirect=True)
 async def test_daemon_killed_mid_promote_converges_after_restart(
     tmp_path: Path, model: str, engine: EngineAPI, registry: Registry, nginx: Nginx,
     images: dict[str, BuiltImage], make_runtime: Any,
@@ -144,6 +146,7 @@ async def test_daemon_killed_mid_promote_converges_after_restart(
         e.close()
 
 
+@pytest.mark.parametrize("engine", PODMAN_ONLY, indirect=True)
 async def test_rollback_command_reruns_the_previous_digest_blue_green(env: Env) -> None:
     r1 = env.publish("v1.0.0")
     env.daemon.start()

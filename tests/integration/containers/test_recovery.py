@@ -28,7 +28,10 @@ from tests.integration.containers.conftest import (
 from watcher.routers.nginx import read_weights
 
 
-@pytest.mark.parametrize("outcome", ["revert", "finish"])
+# Both outcomes make the same engine calls (list by label, stop, remove): Docker runs one.
+@pytest.mark.parametrize(("engine", "outcome"),
+                         [("podman", "revert"), ("podman", "finish"), ("docker", "finish")],
+                         indirect=["engine"])
 async def test_kill9_mid_promote_is_found_by_label_and_converges(
     outcome: str, make_runtime: RuntimeFactory, images: dict[str, BuiltImage], nginx: Nginx,
     engine: EngineAPI, registry: Registry, model: str, tmp_path: object,
