@@ -177,6 +177,7 @@ async def test_name_conflict_is_resolved_for_ours_and_refused_for_foreign(
     make_runtime: RuntimeFactory, images: dict[str, BuiltImage], engine: EngineAPI,
     model: str,
 ) -> None:
+    """The engines say "name in use" differently: Docker 409, Podman 500 with a message."""
     rt = make_runtime()
     spec = make_spec(model, images["v1.0.0"])
     await rt.prepare(spec)
@@ -185,6 +186,9 @@ async def test_name_conflict_is_resolved_for_ours_and_refused_for_foreign(
     name = f"mw-{model}-blue"
     # a never-started container of ours holds the name: removed, then the name is reused
     engine.create(name, ref, {"model-watcher.model": model})
+    with pytest.raises(httpx.HTTPStatusError) as taken:
+        engine.create(name, ref)
+    assert taken.value.response.status_code == {"docker": 409, "podman": 500}[engine.kind]
     inst = await rt.start(spec, "r1")
     assert inst.info["name"] == name
     await rt.discard(inst)
