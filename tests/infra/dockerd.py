@@ -14,8 +14,8 @@ system Docker (if any) or with another test session running beside this one:
 - containerd: started here with its own config (root, state, gRPC socket, and the `opt`
   plugin's directory) and handed to dockerd with `--containerd`, rather than letting dockerd
   adopt a system containerd at /run/containerd/containerd.sock when one runs;
-- network: a bridge of its own (`mwd` + 8 hex, a free /24 in 172.31.0.0/16) created before
-  dockerd and deleted after; containers attach to it (`--bridge`) and published ports go
+- network: a bridge of its own (`mwd` + 8 hex, a free /24 in 172.31.0.0/16, a fixed MAC)
+  created before dockerd and deleted after; containers attach to it (`--bridge`) and published ports go
   through docker-proxy (the userland proxy). `--iptables=false --ip6tables=false`: the
   host's firewall (and podman's netavark rules) are never touched, and docker0 is never
   created, so two dockerds never share a bridge or its addresses;
@@ -145,7 +145,11 @@ class Dockerd:
     def _make_bridge(self) -> None:
         subnet = _free_subnet(self._used_networks())
         gateway = next(subnet.hosts())
-        self._ipcmd("link", "add", self.bridge, "type", "bridge")
+        # An explicit MAC, as dockerd gives the docker0 it creates: otherwise the bridge takes
+        # the lowest MAC of its ports, which changes as containers (veths) come and go, and the
+        # running containers' ARP entries for the gateway go stale (requests stall for seconds).
+        mac = "02:" + ":".join(f"{b:02x}" for b in random.randbytes(5))
+        self._ipcmd("link", "add", self.bridge, "address", mac, "type", "bridge")
         self._ipcmd("addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", self.bridge)
         self._ipcmd("link", "set", self.bridge, "up")
 
