@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from pathlib import Path
 
 import httpx
@@ -122,6 +123,40 @@ async def test_new_container_that_exits_at_start_is_a_clear_error_and_is_removed
     assert load.result.failed == 0, load.result.errors
     assert set(load.result.bodies) == {"v1.0.0"}
     assert engine.containers(f"model-watcher.model={model}") == [first.info["name"]]
+
+
+async def test_host_port_taken_just_before_start_is_retried_on_another_port(
+    make_runtime: RuntimeFactory, images: dict[str, BuiltImage], nginx: Nginx,
+    engine: EngineAPI, model: str,
+) -> None:
+    """Another process binds the chosen host port between the runtime's check and the
+    engine's start (seen on Docker: "Error starting userland proxy: ... address already in
+    use", a 500): the runtime removes that container and starts one on another port."""
+    rt = make_runtime()
+    real_start = rt.engine.start
+    squatters: list[socket.socket] = []
+    taken: list[str] = []
+
+    async def start_after_another_process_took_the_port(cid: str) -> None:
+        if not squatters:
+            taken.append((await rt.engine.inspect(cid))["Config"]["Labels"]["model-watcher.port"])
+            squatter = socket.socket()
+            squatter.bind(("127.0.0.1", int(taken[0])))
+            squatter.listen()
+            squatters.append(squatter)
+        await real_start(cid)
+
+    rt.engine.start = start_after_another_process_took_the_port  # type: ignore[method-assign]
+    try:
+        inst = await deploy(rt, make_spec(model, images["v1.0.0"]), "r1")
+    finally:
+        for s in squatters:
+            s.close()
+    assert taken, "the fault was not injected"
+    assert inst.info["port"] != taken[0]
+    assert engine.containers(f"model-watcher.model={model}") == [inst.info["name"]]
+    async with httpx.AsyncClient(timeout=2) as c:
+        assert (await c.get(nginx.url + "/version")).text.strip() == "v1.0.0"
 
 
 async def test_rollback_reruns_the_pinned_digest_even_after_the_tag_moved(
