@@ -22,9 +22,10 @@ system Docker (if any) or with another test session running beside this one:
 - cgroups: the cgroupfs driver (no systemd as PID 1 on these machines);
 - registries: `insecure` addresses are passed as `--insecure-registry` (plain HTTP).
 
-`stop()` removes every container, stops dockerd then containerd, kills any containerd shim
-left behind (found by our containerd's socket in its command line), unmounts what is still
-mounted under our directories and deletes the bridge. dockerd needs root.
+`stop()` removes every container, stops dockerd then containerd, kills whatever is left (a
+container's processes by its cgroup, a shim by our containerd's socket in its command line:
+only after dockerd died), unmounts what is still mounted under our directories and deletes
+the bridge. dockerd needs root.
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ class Dockerd:
                     self.api.remove_all()
             self._dockerd.stop(timeout=30)
             self._dockerd = None
+        self._kill_containers()  # only left when dockerd died without stopping them
         if self._containerd is not None:
             self._containerd.stop(timeout=15)
             self._containerd = None
@@ -185,6 +187,16 @@ class Dockerd:
         self._ipcmd("link", "del", self.bridge, check=False)
         shutil.rmtree(self.run, ignore_errors=True)
         shutil.rmtree(self.root / "data", ignore_errors=True)
+
+    def _kill_containers(self) -> None:
+        """SIGKILL what still runs in our containers' cgroups (cgroupfs driver, v1 or v2)."""
+        containers = self.root / "data" / "containers"
+        ids = [p.name for p in containers.iterdir()] if containers.is_dir() else []
+        for cid in ids:
+            for base in ("/sys/fs/cgroup/pids/docker", "/sys/fs/cgroup/docker"):
+                with contextlib.suppress(OSError, ValueError):
+                    for pid in (Path(base) / cid / "cgroup.procs").read_text().split():
+                        os.kill(int(pid), signal.SIGKILL)
 
     def _kill_shims(self) -> None:
         """Shims daemonize out of containerd's process group; ours name our socket."""
