@@ -72,6 +72,8 @@ class Dockerd:
         require_binary("containerd-shim-runc-v2", HINT)
         require_binary("runc", HINT)
         self.ip = require_binary("ip", "Debian package iproute2")
+        if os.geteuid() != 0:
+            raise RuntimeError("dockerd needs root (as on the hosts it manages)")
         self.root = root
         self.insecure = list(insecure)
         root.mkdir(parents=True, exist_ok=True)
@@ -83,8 +85,6 @@ class Dockerd:
         self._dockerd: Proc | None = None
 
     def start(self, timeout: float = 60) -> Dockerd:
-        if os.geteuid() != 0:
-            raise RuntimeError("dockerd needs root (as it runs on the hosts it manages)")
         try:
             self._start(timeout)
         except BaseException:
