@@ -7,8 +7,9 @@
 (a) MLServer: a hot swap through the `v2-repository` target, vs stopping MLServer and
     starting it again with the new model;
 (b) gunicorn: the `signal` target's SIGHUP reload, vs stopping gunicorn and starting it again;
-(c) containers behind nginx: the docker runtime's blue/green replacement, vs the seed's
-    stop-then-start sequence (bench/baselines/stop_then_start.py).
+(c) containers behind nginx: the docker runtime's blue/green replacement on Podman's Engine
+    API and on Docker's own (dockerd from Debian docker.io), vs the seed's stop-then-start
+    sequence (bench/baselines/stop_then_start.py) on the same engine.
 
 Our side is driven through the same plug-ins the daemon uses (target or runtime), so the
 figures are the update mechanism's own, without the config center in front.
@@ -140,6 +141,7 @@ def bench_containers(root: Path) -> dict[str, Any]:
 
     from bench.baselines.stop_then_start import stop_then_start
     from tests.infra.common import free_port
+    from tests.infra.dockerd import Dockerd
     from tests.infra.images import build_and_push
     from tests.infra.nginx import Nginx
     from tests.infra.podman import PodmanEnv, PodmanService
@@ -153,16 +155,19 @@ def bench_containers(root: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     reg = Registry(root / "registry").start()
     podman = PodmanService(root / "engine", insecure=[reg.address]).start()
+    dockerd = Dockerd(root / "dockerd", insecure=[reg.address])
     builder = PodmanEnv(root / "build", insecure=[reg.address])
     try:
+        dockerd.start()
         images = build_and_push(builder, reg, {"v1.0.0": "good", "v1.1.0": "good"})
-        for label in ("bluegreen", "baseline"):
-            model = f"bench-{label}"
-            ng = Nginx(root / f"nginx-{label}", model).start()
+        runs = [(label, engine) for engine in (podman.api, dockerd.api) for label in ("bluegreen", "baseline")]
+        for label, engine in runs:
+            model = f"bench-{label}-{engine.kind}"
+            ng = Nginx(root / f"nginx-{label}-{engine.kind}", model).start()
             try:
                 if label == "bluegreen":
                     rt = DockerRuntime.create({
-                        "socket": str(podman.socket), "nginx": ng.options(), "ports": [22000, 22999],
+                        "socket": str(engine.socket), "nginx": ng.options(), "ports": [22000, 22999],
                         "registry_auth": {"username": reg.username, "password": reg.password},
                         "stop_timeout": 5}, PluginContext(state_dir=root / "st", environment="bench",
                                                           logger=logging.getLogger("bench")))
@@ -188,18 +193,20 @@ def bench_containers(root: Path) -> dict[str, Any]:
                     with Load(ng.url + "/version") as load:
                         asyncio.run(replace("v1.1.0", first))
                     asyncio.run(rt.aclose())
-                    out["model-watcher blue/green behind nginx (docker)"] = load.result()
+                    out[f"model-watcher blue/green behind nginx (docker runtime, {ENGINE[engine.kind]})"] = \
+                        load.result()
                 else:
                     port = free_port()
                     auth = RegistryAuth(reg.username, SecretStr(reg.password))
 
-                    async def naive(tag: str, port: int = port, model: str = model, auth: Any = auth) -> None:
-                        engine = EngineClient(podman.socket)
+                    async def naive(tag: str, port: int = port, model: str = model, auth: Any = auth,
+                                    socket: Path = engine.socket) -> None:
+                        client = EngineClient(socket)
                         try:
-                            await stop_then_start(engine, name=f"mw-{model}", image=images[tag].ref, host_port=port,
+                            await stop_then_start(client, name=f"mw-{model}", image=images[tag].ref, host_port=port,
                                                   auth=auth, labels={"model-watcher.model": model}, stop_timeout=5)
                         finally:
-                            await engine.aclose()
+                            await client.aclose()
 
                     asyncio.run(naive("v1.0.0"))
                     up = NginxUpstream(NginxOptions.model_validate(
@@ -209,16 +216,19 @@ def bench_containers(root: Path) -> dict[str, Any]:
                     with Load(ng.url + "/version") as load:
                         asyncio.run(naive("v1.1.0"))
                         time.sleep(1.0)
-                    out["baseline: stop-then-start behind nginx"] = load.result()
+                    out[f"baseline: stop-then-start behind nginx ({ENGINE[engine.kind]})"] = load.result()
             finally:
                 ng.stop()
-                for name in podman.containers(f"model-watcher.model={model}"):
-                    podman.env.cli("rm", "--force", "--time", "0", name, check=False)
+                engine.remove(*engine.containers(f"model-watcher.model={model}"))
     finally:
+        dockerd.stop()
         podman.stop()
         reg.stop()
         builder.cli("system", "prune", "--all", "--force", check=False)
     return out
+
+
+ENGINE = {"podman": "Podman 4.3", "docker": "Docker 20.10"}
 
 
 async def _none() -> str | None:

@@ -6,6 +6,7 @@ a clean exit (PID 1 ignores signals it has no handler for). Kinds:
     good       /health 200, / and /version answer the version
     unhealthy  no /health (404): fails every health gate
     flaky      /health 200, but / answers 500 (a CGI): passes the gate, fails real traffic
+    crash      says why on stderr and exits 3 at once (a server that cannot load its model)
 
 They are built in a build storage of their own and pushed with credentials, so the engine
 under test holds only what it pulled through the Engine API, as a production host would.
@@ -27,6 +28,7 @@ ENTRYPOINT = (
     'trap "kill \\$P; exit 0" TERM INT; '
     "busybox httpd -f -p 8080 -h /www & P=$!; wait $P"
 )
+CRASH = "echo 'model server: cannot load the weights' >&2; exit 3"
 FAIL_CGI = "#!/bin/sh\nprintf 'Status: 500 Internal Server Error\\r\\n\\r\\nbroken\\n'\n"
 
 
@@ -64,7 +66,7 @@ def _context(dir: Path, tag: str, kind: str) -> Path:
     (dir / "Containerfile").write_text(
         "FROM scratch\nCOPY bin /bin\nCOPY www /www\n"
         f'ENV PATH=/bin\nLABEL org.example.kind="{kind}"\nEXPOSE 8080\n'
-        f"ENTRYPOINT [\"/bin/sh\", \"-c\", {json.dumps(ENTRYPOINT)}]\n"
+        f"ENTRYPOINT [\"/bin/sh\", \"-c\", {json.dumps(CRASH if kind == 'crash' else ENTRYPOINT)}]\n"
     )
     return dir
 

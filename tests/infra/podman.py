@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from tests.infra.common import Proc, require_binary, wait_until
+from tests.infra.engine_api import EngineAPI
 
 HINT = "Debian packages podman, runc, uidmap (scripts/deps/40-containers.sh)"
 
@@ -82,6 +83,7 @@ class PodmanService:
     def __init__(self, root: Path, insecure: Sequence[str] = ()) -> None:
         self.env = PodmanEnv(root, insecure)
         self.socket = root / "podman.sock"
+        self.api = EngineAPI("podman", self.socket)
         self.proc: Proc | None = None
 
     def start(self, timeout: float = 30) -> PodmanService:

@@ -9,41 +9,40 @@
     discard  move its traffic (if any) to a sibling first, then stop + remove; idempotent
 
 Pulling and pinning live in docker_pull.py: a rollback re-runs the digest that ran before
-even if the tag has moved since. Works with Docker and with Podman's compatible socket
-(see engine.py for the differences it absorbs).
+even if the tag has moved since; what a container is (labels, create body, "started") in
+docker_containers.py. Works with Docker and with Podman's compatible socket, both tested
+(see engine.py and docs/containers.md for the differences absorbed).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import socket
-import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from watcher.core.errors import RuntimeStartError
 from watcher.core.spec import ModelSpec
 from watcher.observability.logs import register_secret
 from watcher.plugins import PluginContext, parse_options
 from watcher.routers.nginx import NginxOptions, NginxUpstream, StepPlan, switch
+from watcher.runtimes import docker_containers as dc
 from watcher.runtimes import engine as eng
 from watcher.runtimes.base import Instance, StepCheck
 from watcher.runtimes.docker_pull import Puller
 
 log = logging.getLogger("watcher.runtimes.docker")
 
-LABEL = "model-watcher"
-MODEL, REVISION, ROLE, PORT, IMAGE, VERSION = (
-    f"{LABEL}.{k}" for k in ("model", "revision", "role", "port", "image", "version")
-)
-#: Host settings a new container inherits from the one it replaces.
-INHERITED_HOST_CONFIG = ("Binds", "Memory", "NanoCpus", "CpuShares", "ShmSize", "ExtraHosts",
-                         "CapAdd", "CapDrop", "Devices", "Init")
+#: Starts tried when the chosen host port is taken by another process in the meantime.
+PORT_ATTEMPTS = 3
+
+
+class PortTaken(eng.EngineError):
+    """The engine could not bind the host port: another process took it after our check."""
 
 
 class AuthOptions(BaseModel):
@@ -68,8 +67,13 @@ class DockerOptions(StepPlan):
     env: dict[str, str] = Field(default_factory=dict, description="first container's env")
     binds: list[str] = Field(default_factory=list, description="first container's volumes")
     stop_timeout: int = Field(10, ge=0)
+    restart_policy: Literal["unless-stopped", "always", "on-failure", "no"] = Field(
+        "unless-stopped", description="the engine restarts a crashed container, and after its "
+        "own restart (dockerd's shutdown stops every container)")
     pull_timeout: float = Field(300.0, gt=0)
     start_timeout: float = Field(15.0, gt=0)
+    start_settle: float = Field(0.5, ge=0, description="running this long without a crash "
+                                "counts as started")
     require_digest: bool = True
     nginx: NginxOptions
 
@@ -150,100 +154,68 @@ class DockerRuntime:
             await self.discard(stale)
         await self._remove_exited(spec.name)
         role = "green" if old is not None and old.info.get("role") == "blue" else "blue"
-        port = await self._free_port()
-        config = await self._config(spec, revision, ref, role, port, old)
         name = f"{self.opts.name_prefix}{spec.name}-{role}"
+        async for attempt in AsyncRetrying(stop=stop_after_attempt(PORT_ATTEMPTS), reraise=True,
+                                           retry=retry_if_exception_type(PortTaken)):
+            with attempt:
+                inst = await self._create_start(spec, revision, ref, name, role, old)
+        log.info("%s: started %s (%s) on %s", spec.name, name, ref, inst.info["addr"],
+                 extra={"model": spec.name, "revision": revision})
+        return inst
+
+    async def _create_start(self, spec: ModelSpec, revision: str, ref: str, name: str, role: str,
+                            old: Instance | None) -> Instance:
+        """One container on a free host port; PortTaken when another process bound that port
+        between the check and the engine's start (the container is removed first)."""
+        port = await self._free_port()
+        base: dc.Settings = (await dc.settings_of(self.engine, old.id) if old is not None
+                             else (dict(self.opts.env), {"Binds": list(self.opts.binds)}, {}))
+        config = dc.create_config(spec, revision, ref, role=role, host=self.opts.host, port=port,
+                                  container_port=self.opts.container_port,
+                                  restart_policy=self.opts.restart_policy, base=base)
         try:
             cid = await self.engine.create(name, config)
         except eng.NameConflict:
             await self._clear_name(name, spec.name)
             cid = await self.engine.create(name, config)
-        inst = _instance(spec.name, cid, config["Labels"], self.opts.host, name=name, running=True)
+        inst = dc.instance(spec.name, cid, config["Labels"], self.opts.host, name=name, running=True)
         try:
             await self.engine.start(cid)
-            await self._wait_running(inst)
+        except eng.EngineError as exc:
+            await self.discard(inst)
+            if not dc.bindable(self.opts.host, port):
+                log.warning("%s: host port %d was taken before %s could bind it; trying another",
+                            spec.name, port, name, extra={"model": spec.name})
+                raise PortTaken(str(exc), exc.status) from exc
+            raise
+        try:
+            await dc.wait_started(self.engine, inst, within=self.opts.start_timeout,
+                                  settle=self.opts.start_settle)
         except (eng.EngineError, RuntimeStartError):
             await self.discard(inst)
             raise
-        log.info("%s: started %s (%s) on %s:%d", spec.name, name, ref, self.opts.host, port,
-                 extra={"model": spec.name, "revision": revision})
         return inst
-
-    async def _config(self, spec: ModelSpec, revision: str, ref: str, role: str, port: int,
-                      old: Instance | None) -> dict[str, Any]:
-        env = dict(self.opts.env)
-        host_config: dict[str, Any] = {"Binds": list(self.opts.binds)}
-        labels: dict[str, str] = {}
-        if old is not None:
-            env, host_config, labels = await self._settings_of(old)
-        env.update(spec.runtime.env)
-        labels.update(spec.runtime.labels)
-        labels.update({MODEL: spec.name, REVISION: revision, ROLE: role, PORT: str(port),
-                       IMAGE: ref, VERSION: spec.version})
-        cport = f"{self.opts.container_port}/tcp"
-        host_config["PortBindings"] = {cport: [{"HostIp": self.opts.host, "HostPort": str(port)}]}
-        return {
-            "Image": ref,
-            "Env": [f"{k}={v}" for k, v in env.items()],
-            "Cmd": list(spec.runtime.args) or None,
-            "Labels": labels,
-            "ExposedPorts": {cport: {}},
-            "HostConfig": host_config,
-        }
-
-    async def _settings_of(
-        self, old: Instance
-    ) -> tuple[dict[str, str], dict[str, Any], dict[str, str]]:
-        """The old container's own env, labels and host settings (not its image's defaults)."""
-        info = await self.engine.inspect(old.id)
-        cfg = info.get("Config") or {}
-        try:
-            image_cfg = (await self.engine.image_inspect(info["Image"])).get("Config") or {}
-        except eng.NotFound:
-            image_cfg = {}
-        image_env = set(image_cfg.get("Env") or [])
-        env = dict(e.partition("=")[::2] for e in cfg.get("Env") or [] if e not in image_env)
-        image_labels = image_cfg.get("Labels") or {}
-        labels = {k: v for k, v in (cfg.get("Labels") or {}).items()
-                  if not k.startswith(LABEL + ".") and image_labels.get(k) != v}
-        host = info.get("HostConfig") or {}
-        host_config = {k: host[k] for k in INHERITED_HOST_CONFIG
-                       if host.get(k) not in (None, [], "", 0)}
-        return env, host_config, labels
 
     async def _free_port(self) -> int:
         used = {int(i.info["port"]) for i in await self._all_ours() if i.info.get("port")}
         lo, hi = self.opts.ports
         for port in range(lo, hi + 1):
-            if port not in used and _bindable(self.opts.host, port):
+            if port not in used and dc.bindable(self.opts.host, port):
                 return port
         raise RuntimeStartError(f"no free host port in {lo}-{hi}")
-
-    async def _wait_running(self, inst: Instance) -> None:
-        deadline = time.monotonic() + self.opts.start_timeout
-        while True:
-            state = (await self.engine.inspect(inst.id)).get("State") or {}
-            if state.get("Running"):
-                return
-            if state.get("Status") in ("exited", "dead", "stopped") or time.monotonic() > deadline:
-                logs = await self.engine.logs(inst.id)
-                raise RuntimeStartError(
-                    f"{inst.model}: container {inst.info['name']} is {state.get('Status')!r} "
-                    f"(exit code {state.get('ExitCode')}): {logs.strip()[-300:]}")
-            await asyncio.sleep(0.05)
 
     async def _clear_name(self, name: str, model: str) -> None:
         """A container already holds `name`: remove it when it is ours and not serving."""
         with contextlib.suppress(eng.NotFound):
             info = await self.engine.inspect(name)
             labels = (info.get("Config") or {}).get("Labels") or {}
-            if labels.get(MODEL) != model:
+            if labels.get(dc.MODEL) != model:
                 raise RuntimeStartError(f"container name {name} is taken by a container that "
                                         "model-watcher did not create")
             await self.engine.remove(info["Id"])
 
     async def _remove_exited(self, model: str) -> None:
-        for c in await self.engine.list({MODEL: model}, all=True):
+        for c in await self.engine.list({dc.MODEL: model}, all=True):
             if c.get("State") not in ("running", "created", "configured"):
                 await self.engine.remove(c["Id"])
 
@@ -288,37 +260,14 @@ class DockerRuntime:
     async def instances(self, model: str) -> list[Instance]:
         """Running containers of `model`, the one with the most nginx traffic first."""
         weights = self.upstream(model).weights()
-        found = [_instance(model, c["Id"], c.get("Labels") or {}, self.opts.host,
+        found = [dc.instance(model, c["Id"], c.get("Labels") or {}, self.opts.host,
                            name=(c.get("Names") or [""])[0].lstrip("/"), running=True,
                            weight=weights, created=int(c.get("Created") or 0))
-                 for c in await self.engine.list({MODEL: model}, all=False)]
+                 for c in await self.engine.list({dc.MODEL: model}, all=False)]
         found.sort(key=lambda i: (-int(i.info["weight"]), -int(i.info.get("created", 0))))
         return found
 
     async def _all_ours(self) -> list[Instance]:
-        return [_instance(c["Labels"].get(MODEL, ""), c["Id"], c.get("Labels") or {},
+        return [dc.instance(c["Labels"].get(dc.MODEL, ""), c["Id"], c.get("Labels") or {},
                           self.opts.host, running=c.get("State") == "running")
-                for c in await self.engine.list({}, all=True) if MODEL in (c.get("Labels") or {})]
-
-
-def _instance(model: str, cid: str, labels: Mapping[str, str], host: str, *, name: str = "",
-              running: bool, weight: Mapping[str, int] | None = None,
-              created: int = 0) -> Instance:
-    port = labels.get(PORT, "")
-    addr = f"{host}:{port}" if port else ""
-    return Instance(
-        id=cid, model=model, revision=labels.get(REVISION, ""),
-        health_url=f"http://{addr}" if addr else None,
-        info={"name": name, "role": labels.get(ROLE, ""), "port": port, "addr": addr,
-              "image": labels.get(IMAGE, ""), "version": labels.get(VERSION, ""),
-              "running": running, "weight": (weight or {}).get(addr, 0), "created": created},
-    )
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
+                for c in await self.engine.list({}, all=True) if dc.MODEL in (c.get("Labels") or {})]

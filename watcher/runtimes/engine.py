@@ -6,7 +6,8 @@ container life cycle (create / start / inspect / stop / remove / list by label).
 
 Errors are this module's own (`EngineError` and subclasses, carrying the HTTP status);
 the runtime translates them into the daemon's hierarchy at its boundary. Both engines'
-ways of saying "name in use" (Docker 409, Podman 500 with a message) become `NameConflict`.
+ways of saying "name in use" at create (Docker 409, Podman 500 with a message) become
+`NameConflict`.
 """
 
 from __future__ import annotations
@@ -266,9 +267,11 @@ def _error(
     cls: type[EngineError] = default
     if resp.status_code == 404:
         cls = NotFound
-    elif resp.status_code == 409 or (
+    elif path == "/containers/create" and (resp.status_code == 409 or (
         resp.status_code == 500 and ("already in use" in lowered or "name is in use" in lowered)
-    ):
+    )):
+        # Only a create can clash on the name; a start's 500 "address already in use" is a
+        # host port taken by another process (both engines), not a name.
         cls = NameConflict
     return cls(text, resp.status_code)
 

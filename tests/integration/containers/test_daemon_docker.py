@@ -15,26 +15,26 @@ import yaml
 
 from tests.infra.common import wait_until
 from tests.infra.daemon import DaemonHarness
+from tests.infra.engine_api import EngineAPI
 from tests.infra.images import BuiltImage
 from tests.infra.nginx import LoadLoop, Nginx
-from tests.infra.podman import PodmanService
 from tests.infra.receiver import Receiver
 from tests.infra.registry import Registry
-from tests.integration.containers.conftest import runtime_options
+from tests.integration.containers.conftest import PODMAN_ONLY, runtime_options
 from watcher.routers.nginx import read_weights
 from watcher.sources.localdir import revision_of
 
 
 class Env:
-    def __init__(self, tmp: Path, model: str, podman: PodmanService, registry: Registry,
+    def __init__(self, tmp: Path, model: str, engine: EngineAPI, registry: Registry,
                  nginx: Nginx, images: dict[str, BuiltImage], **runtime: Any) -> None:
-        self.model, self.images, self.nginx, self.podman = model, images, nginx, podman
+        self.model, self.images, self.nginx, self.engine = model, images, nginx, engine
         self.models = tmp / "models"
         self.models.mkdir()
         self.rx = Receiver().__enter__()
         self.daemon = DaemonHarness(tmp / "daemon", {
             "source": {"kind": "localdir", "path": str(self.models)},
-            "runtime": {"kind": "docker", **runtime_options(podman, registry, nginx), **runtime},
+            "runtime": {"kind": "docker", **runtime_options(engine, registry, nginx), **runtime},
             "health": {"period": 0.1, "failure_threshold": 20, "latency_ms": 2000},
             "alerts": {
                 "notifiers": {"hook": {"kind": "webhook", "url": f"{self.rx.base}/hook"}},
@@ -56,7 +56,7 @@ class Env:
         return revision_of(content)
 
     def containers(self) -> list[str]:
-        return self.podman.containers(f"model-watcher.model={self.model}")
+        return self.engine.containers(f"model-watcher.model={self.model}")
 
     def serving(self) -> str:
         return httpx.get(self.nginx.url + "/version", timeout=2).text.strip()
@@ -67,10 +67,10 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path, model: str, podman: PodmanService, registry: Registry, nginx: Nginx,
+def env(tmp_path: Path, model: str, engine: EngineAPI, registry: Registry, nginx: Nginx,
         images: dict[str, BuiltImage], make_runtime: Any) -> Iterator[Env]:
     # make_runtime: only for its teardown, which removes this model's containers
-    e = Env(tmp_path, model, podman, registry, nginx, images)
+    e = Env(tmp_path, model, engine, registry, nginx, images)
     try:
         yield e
     finally:
@@ -98,6 +98,7 @@ async def test_daemon_replaces_blue_green_with_zero_failed_requests(env: Env) ->
     assert "@sha256:" in row["plan"], row["plan"]  # history names the pinned image that runs
 
 
+@pytest.mark.parametrize("engine", PODMAN_ONLY, indirect=True)
 async def test_daemon_failed_gate_keeps_old_marks_failed_and_alerts(env: Env) -> None:
     r1 = env.publish("v1.0.0")
     env.daemon.start()
@@ -115,11 +116,12 @@ async def test_daemon_failed_gate_keeps_old_marks_failed_and_alerts(env: Env) ->
     assert env.model in env.rx.at("/hook")[0].body.decode()
 
 
+@pytest.mark.parametrize("engine", PODMAN_ONLY, indirect=True)
 async def test_daemon_killed_mid_promote_converges_after_restart(
-    tmp_path: Path, model: str, podman: PodmanService, registry: Registry, nginx: Nginx,
+    tmp_path: Path, model: str, engine: EngineAPI, registry: Registry, nginx: Nginx,
     images: dict[str, BuiltImage], make_runtime: Any,
 ) -> None:
-    e = Env(tmp_path, model, podman, registry, nginx, images, steps=[50, 100], hold=30)
+    e = Env(tmp_path, model, engine, registry, nginx, images, steps=[50, 100], hold=30)
     try:
         r1 = e.publish("v1.0.0")
         e.daemon.start()
@@ -144,6 +146,7 @@ async def test_daemon_killed_mid_promote_converges_after_restart(
         e.close()
 
 
+@pytest.mark.parametrize("engine", PODMAN_ONLY, indirect=True)
 async def test_rollback_command_reruns_the_previous_digest_blue_green(env: Env) -> None:
     r1 = env.publish("v1.0.0")
     env.daemon.start()
@@ -157,9 +160,9 @@ async def test_rollback_command_reruns_the_previous_digest_blue_green(env: Env) 
     assert load.result.failed == 0, load.result.errors
     assert env.serving() == "v1.0.0"
     digest = env.images["v1.0.0"].digest
-    labels = env.podman.env.cli("inspect", "--format", "{{json .Config.Labels}}",
-                                *env.containers())
-    assert f"@{digest}" in labels
+    [name] = env.containers()
+    assert env.engine.inspect(name)["Config"]["Labels"]["model-watcher.image"].endswith(
+        f"@{digest}")
 
 
 def test_pull_command_prints_the_digest_and_a_progress_bar(env: Env) -> None:

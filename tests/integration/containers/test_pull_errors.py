@@ -11,7 +11,7 @@ from tests.infra.common import free_port
 from tests.infra.images import BuiltImage
 from tests.infra.nginx import Nginx
 from tests.infra.registry import Registry
-from tests.integration.containers.conftest import RuntimeFactory, deploy, make_spec
+from tests.integration.containers.conftest import PODMAN_ONLY, RuntimeFactory, deploy, make_spec
 from watcher.core.errors import PolicyError, RuntimeStartError
 from watcher.plugins import PluginContext
 from watcher.runtimes.docker import DockerRuntime
@@ -52,6 +52,7 @@ async def test_pull_failure_is_a_clear_error_and_stops_nothing(
     assert registry.password not in caplog.text
 
 
+@pytest.mark.parametrize("engine", PODMAN_ONLY, indirect=True)
 async def test_dev_image_is_refused_in_production_before_any_pull(
     images: dict[str, BuiltImage], make_runtime: RuntimeFactory, model: str,
 ) -> None:
@@ -66,6 +67,7 @@ async def test_dev_image_is_refused_in_production_before_any_pull(
         await prod.aclose()
 
 
+@pytest.mark.parametrize("engine", PODMAN_ONLY, indirect=True)
 async def test_engine_down_is_a_clear_error(
     images: dict[str, BuiltImage], make_runtime: RuntimeFactory, model: str, tmp_path: object,
 ) -> None:

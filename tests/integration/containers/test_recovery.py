@@ -1,19 +1,24 @@
-"""A process killed -9 between "new started" and "old stopped": the next one finds both by
-label and finishes or reverts cleanly, with no failed request through nginx."""
+"""Recovery: a process killed -9 between "new started" and "old stopped" (the next one finds
+both by label and finishes or reverts cleanly, with no failed request through nginx), and
+the engine itself restarting under a serving container."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 
+import httpx
 import pytest
 
-from tests.infra.common import ROOT, Proc, wait_until
+from tests.infra.common import ROOT, Proc, http_ok, wait_until
+from tests.infra.dockerd import Dockerd
+from tests.infra.engine_api import EngineAPI
 from tests.infra.images import BuiltImage
 from tests.infra.nginx import LoadLoop, Nginx
-from tests.infra.podman import PodmanService
 from tests.infra.registry import Registry
 from tests.integration.containers.conftest import (
+    DOCKER_ONLY,
     RuntimeFactory,
     deploy,
     http_check,
@@ -23,12 +28,15 @@ from tests.integration.containers.conftest import (
 from watcher.routers.nginx import read_weights
 
 
-@pytest.mark.parametrize("outcome", ["revert", "finish"])
+# Both outcomes make the same engine calls (list by label, stop, remove): Docker runs one.
+@pytest.mark.parametrize(("engine", "outcome"),
+                         [("podman", "revert"), ("podman", "finish"), ("docker", "finish")],
+                         indirect=["engine"])
 async def test_kill9_mid_promote_is_found_by_label_and_converges(
     outcome: str, make_runtime: RuntimeFactory, images: dict[str, BuiltImage], nginx: Nginx,
-    podman: PodmanService, registry: Registry, model: str, tmp_path: object,
+    engine: EngineAPI, registry: Registry, model: str, tmp_path: object,
 ) -> None:
-    options = runtime_options(podman, registry, nginx) | {"steps": [30, 100]}
+    options = runtime_options(engine, registry, nginx) | {"steps": [30, 100]}
     rt = make_runtime(**options)
     old = await deploy(rt, make_spec(model, images["v1.0.0"]), "r1")
     spec = make_spec(model, images["v1.1.0"])
@@ -60,5 +68,29 @@ async def test_kill9_mid_promote_is_found_by_label_and_converges(
     assert load.result.failed == 0, load.result.errors
     assert [i.id for i in await again.instances(model)] == [expected.id]
     assert read_weights(nginx.upstream_file) == {expected.info["addr"]: 100}
-    assert podman.containers(f"model-watcher.model={model}") == [expected.info["name"]]
+    assert engine.containers(f"model-watcher.model={model}") == [expected.info["name"]]
     assert body in load.result.bodies
+
+
+@pytest.mark.parametrize("engine", DOCKER_ONLY, indirect=True)
+async def test_serving_container_is_back_after_dockerd_restarts(
+    make_runtime: RuntimeFactory, images: dict[str, BuiltImage], nginx: Nginx,
+    dockerd: Dockerd, model: str,
+) -> None:
+    """dockerd's shutdown (a package upgrade, a reboot) stops every container, and only a
+    restart policy starts one again; the daemon would not redeploy a revision it applied.
+    (Podman's API service can restart under its containers: they keep running.)"""
+    rt = make_runtime()
+    first = await deploy(rt, make_spec(model, images["v1.0.0"]), "r1")
+    await asyncio.to_thread(dockerd.restart)
+    await asyncio.to_thread(wait_until, lambda: http_ok(nginx.url + "/version") and
+                            _get(nginx.url + "/version") == "v1.0.0", 30,
+                            "the container to serve again after dockerd restarted")
+    assert [i.id for i in await rt.instances(model)] == [first.id]
+    second = await deploy(rt, make_spec(model, images["v1.1.0"]), "r2")
+    assert [i.id for i in await rt.instances(model)] == [second.id]
+    assert _get(nginx.url + "/version") == "v1.1.0"
+
+
+def _get(url: str) -> str:
+    return httpx.get(url, timeout=2).text.strip()

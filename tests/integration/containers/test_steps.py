@@ -9,6 +9,7 @@ import pytest
 from tests.infra.images import BuiltImage
 from tests.infra.nginx import LoadLoop, Nginx
 from tests.integration.containers.conftest import (
+    PODMAN_ONLY,
     RuntimeFactory,
     deploy,
     gate,
@@ -18,6 +19,9 @@ from tests.integration.containers.conftest import (
 from watcher.core.errors import HealthGateError
 from watcher.routers.nginx import read_weights
 from watcher.runtimes.base import Instance
+
+# The step plan is nginx's business; the engine calls are those of test_blue_green.
+pytestmark = pytest.mark.parametrize("engine", PODMAN_ONLY, indirect=True)
 
 
 async def test_step_plan_5_10_30_60_100_is_seen_in_nginx_config_at_each_step(

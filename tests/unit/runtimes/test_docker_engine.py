@@ -60,14 +60,20 @@ def _resp(status: int, body: object) -> httpx.Response:
     return httpx.Response(status, json=body)
 
 
-@pytest.mark.parametrize(("status", "message", "cls"), [
-    (404, "no such container", NotFound),
-    (409, "Conflict. The container name is already in use", NameConflict),
-    (500, 'creating container storage: the container name "x" is already in use by abc', NameConflict),
-    (500, "something else", EngineError),
+@pytest.mark.parametrize(("path", "status", "message", "cls"), [
+    ("/containers/create", 404, "no such container", NotFound),
+    ("/containers/create", 409, "Conflict. The container name is already in use", NameConflict),
+    ("/containers/create", 500, 'creating container storage: the container name "x" is already in use by abc',
+     NameConflict),
+    ("/containers/create", 500, "something else", EngineError),
+    # a start's port clash (Docker's userland proxy, Podman's port reservation) is not a name
+    ("/containers/abc/start", 500, "Error starting userland proxy: listen tcp4 127.0.0.1:21001: bind: "
+     "address already in use", EngineError),
+    ("/containers/abc/start", 500, "cannot listen on the TCP port: listen tcp4 127.0.0.1:21000: bind: "
+     "address already in use", EngineError),
 ])
-def test_error_mapping_absorbs_podman_and_docker(status: int, message: str, cls: type) -> None:
-    err = _error("POST", "/containers/create", _resp(status, {"message": message}))
+def test_error_mapping_absorbs_podman_and_docker(path: str, status: int, message: str, cls: type) -> None:
+    err = _error("POST", path, _resp(status, {"message": message}))
     assert type(err) is cls
     assert err.status == status
     assert message in str(err)

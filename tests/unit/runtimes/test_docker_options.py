@@ -10,7 +10,8 @@ import pytest
 from watcher.core.errors import PolicyError, SettingsError
 from watcher.core.spec import ModelSpec
 from watcher.plugins import PluginContext, load_class
-from watcher.runtimes.docker import DockerRuntime, _instance
+from watcher.runtimes.docker import DockerRuntime
+from watcher.runtimes.docker_containers import instance as _instance
 
 
 def options(tmp_path: Path, **extra: Any) -> dict[str, Any]:
@@ -50,6 +51,8 @@ async def test_defaults_and_templated_nginx_paths(tmp_path: Path) -> None:
     ({"ports": [2000, 1000]}, "runtime"),
     ({"steps": [50]}, "runtime.steps"),
     ({"registry_auth": {"username": "u"}}, "runtime.registry_auth.password"),
+    ({"restart_policy": "sometimes"}, "runtime.restart_policy"),
+    ({"start_settle": -1}, "runtime.start_settle"),
 ])
 def test_bad_options_name_the_field(tmp_path: Path, extra: dict[str, Any], field: str) -> None:
     with pytest.raises(SettingsError, match=field.replace(".", r"\.")):
