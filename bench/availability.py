@@ -146,11 +146,14 @@ def bench_containers(root: Path) -> dict[str, Any]:
     from tests.infra.nginx import Nginx
     from tests.infra.podman import PodmanEnv, PodmanService
     from tests.infra.registry import Registry
+    from watcher.core.executor import Executor
+    from watcher.core.plan import Plan
     from watcher.core.spec import ModelSpec
     from watcher.plugins import PluginContext
-    from watcher.routers.nginx import NginxOptions, NginxUpstream
+    from watcher.routers.nginx import NginxOptions, NginxRouter, NginxUpstream
     from watcher.runtimes.docker import DockerRuntime
     from watcher.runtimes.engine import EngineClient, RegistryAuth
+    from watcher.settings import Settings
 
     out: dict[str, Any] = {}
     reg = Registry(root / "registry").start()
@@ -166,33 +169,26 @@ def bench_containers(root: Path) -> dict[str, Any]:
             ng = Nginx(root / f"nginx-{label}-{engine.kind}", model).start()
             try:
                 if label == "bluegreen":
+                    ctx = PluginContext(state_dir=root / "st", environment="bench",
+                                        logger=logging.getLogger("bench"))
                     rt = DockerRuntime.create({
-                        "socket": str(engine.socket), "nginx": ng.options(), "ports": [22000, 22999],
+                        "socket": str(engine.socket), "ports": [22000, 22999],
                         "registry_auth": {"username": reg.username, "password": reg.password},
-                        "stop_timeout": 5}, PluginContext(state_dir=root / "st", environment="bench",
-                                                          logger=logging.getLogger("bench")))
+                        "stop_timeout": 5}, ctx)
+                    # the daemon's own path: the executor, the runtime and the nginx router
+                    ex = Executor(Settings(health={"period": 0.1, "failure_threshold": 100,  # type: ignore[arg-type]
+                                                   "latency_ms": 2000}),
+                                  None, rt, NginxRouter.create(ng.options(), ctx))
 
                     def spec(tag: str, m: str = model) -> ModelSpec:
                         return ModelSpec.model_validate({"name": m, "version": tag, "runtime": {
                             "image": images[tag].ref}, "model": {"uri": "file:///m"}})
 
-                    async def replace(tag: str, old: Any, rt: Any = rt, spec: Any = spec) -> Any:
-                        await rt.prepare(spec(tag))
-                        new = await rt.start(spec(tag), tag)
-                        for _ in range(100):
-                            try:
-                                if httpx.get(new.health_url + "/health", timeout=1).status_code == 200:
-                                    break
-                            except httpx.HTTPError:
-                                pass
-                            await asyncio.sleep(0.1)
-                        await rt.promote(new, old, lambda i: _none())
-                        return new
-
-                    first = asyncio.run(replace("v1.0.0", None))
+                    restart = Plan("restart", ("runtime.image",))
+                    asyncio.run(ex.execute(restart, spec("v1.0.0"), None, "r1"))
                     with Load(ng.url + "/version") as load:
-                        asyncio.run(replace("v1.1.0", first))
-                    asyncio.run(rt.aclose())
+                        asyncio.run(ex.execute(restart, spec("v1.1.0"), spec("v1.0.0"), "r2"))
+                    asyncio.run(ex.aclose())
                     out[f"model-watcher blue/green behind nginx (docker runtime, {ENGINE[engine.kind]})"] = \
                         load.result()
                 else:
@@ -229,10 +225,6 @@ def bench_containers(root: Path) -> dict[str, Any]:
 
 
 ENGINE = {"podman": "Podman 4.3", "docker": "Docker 20.10"}
-
-
-async def _none() -> str | None:
-    return None
 
 
 BENCHES = {"mlserver": bench_mlserver, "gunicorn": bench_gunicorn, "containers": bench_containers}

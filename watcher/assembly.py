@@ -1,4 +1,4 @@
-"""Settings -> the parts that act: source, target, runtime, executor, reconciler.
+"""Settings -> the parts that act: source, target, runtime, router, executor, reconciler.
 
 Building does no I/O and validates every plug-in's options, so the daemon can build the
 parts of new settings (SIGHUP) before it lets go of the running ones, and `once`, `rollback`
@@ -15,6 +15,7 @@ from watcher.core.events import EventBus
 from watcher.core.executor import Executor
 from watcher.core.reconciler import Reconciler
 from watcher.core.state import State
+from watcher.routers.base import Router
 from watcher.runtimes.base import Runtime
 from watcher.settings import Settings
 from watcher.sources.base import Source
@@ -53,6 +54,9 @@ def build(settings: Settings, state: State, bus: EventBus) -> Parts:
                if settings.runtime else None)
     if runtime is not None and not isinstance(runtime, Runtime):
         raise plugins.contract_error("runtime", runtime, Runtime)
-    executor = Executor(settings, target, runtime)
+    router = plugins.create("router", settings.router.options(), ctx) if settings.router else None
+    if router is not None and not isinstance(router, Router):
+        raise plugins.contract_error("router", router, Router)
+    executor = Executor(settings, target, runtime, router)
     reconciler = Reconciler(settings, state, bus, executor, source_name=settings.source.kind)
     return Parts(source, executor, reconciler)

@@ -38,7 +38,11 @@ RUNTIMES: dict[str, str] = {
     "docker": "watcher.runtimes.docker:DockerRuntime",
     "systemd": "watcher.runtimes.systemd:SystemdRuntime",
 }
-GROUPS: dict[str, dict[str, str]] = {"source": SOURCES, "target": TARGETS, "runtime": RUNTIMES}
+ROUTERS: dict[str, str] = {
+    "nginx": "watcher.routers.nginx:NginxRouter",
+}
+GROUPS: dict[str, dict[str, str]] = {"source": SOURCES, "target": TARGETS, "runtime": RUNTIMES,
+                                     "router": ROUTERS}
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     )
     target: PluginSection | None = None
     runtime: PluginSection | None = None
+    #: Traffic between a runtime's old and new instances (nginx weights); with a runtime that
+    #: starts instances beside each other (docker).
+    router: PluginSection | None = None
     health: HealthCheck = Field(default_factory=HealthCheck)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)

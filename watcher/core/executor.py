@@ -1,33 +1,65 @@
 """Executes a plan against the model server: hot swap, restart, health gate, roll back.
 
-Owned by the reconciler; it only acts and raises. Contract of `execute`: on success the
-server serves `spec` and has passed its health gate; on ApplyError the server serves the
-previous spec again (or still), and the error says why (and `rolled_back=True` when the
-previous spec had to be put back).
+Owned by the pipeline; it only acts and raises. Contract of `execute`: on success the server
+serves `spec` and has passed its health gate; on ApplyError the server serves the previous
+spec again (or still), and the error says why (and `rolled_back=True` when the previous spec
+had to be put back).
+
+    hot      target.apply ▸ gate ▸ (unhealthy: put the previous spec back)
+             a failed hot swap falls back to a restart where a runtime is configured
+    restart  runtime.prepare ▸ start ▸ gate ▸ [beside an old one: router promotion along the
+             step plan] ▸ stop the old ones
+             failure beside an old one: traffic back on it, the new one stopped
+             failure in place: the previous spec started again
+
+The restart reports its progress (`progress(model, RestartStep)`), which the pipeline writes
+into the intent, so a daemon killed mid-promotion can resume or revert (core/recovery.py).
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import logging
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import httpx
 
-from watcher.core.errors import ApplyError, HealthGateError, RuntimeStartError, TargetError
+from watcher.core.errors import ApplyError, HealthGateError, RuntimeStartError, WatcherError
 from watcher.core.health import GateResult, HealthCheck, Prober, gate
 from watcher.core.plan import Plan
+from watcher.core.promotion import promote, restore
 from watcher.core.spec import ModelSpec
-from watcher.core.state import Applied, Intent
 from watcher.fetchers.stage import stager_for
 from watcher.observability.tracing import get_tracer
+from watcher.routers.base import Router
 from watcher.runtimes.base import Instance, Runtime
 from watcher.settings import Settings
 from watcher.targets.base import Target
 
 log = logging.getLogger("watcher.core.executor")
-#: Undoing an interrupted apply gets this long before it is given up (and logged).
-ABANDON_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class RestartStep:
+    """How far a restart got: `started` (the new instance runs), `routing` (at `percent`),
+    `routed` (all traffic on the new one; the old ones are being stopped)."""
+
+    phase: str
+    new: str
+    old: str | None = None
+    percent: int = 0
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def decode(cls, text: str) -> RestartStep | None:
+        """The step an intent records; None for a plain plan kind ("hot", "restart")."""
+        if not text.startswith("{"):
+            return None
+        data = json.loads(text)
+        return cls(str(data["phase"]), str(data["new"]), data.get("old"), int(data["percent"]))
 
 
 def _rolled_back(exc: ApplyError) -> ApplyError:
@@ -36,17 +68,20 @@ def _rolled_back(exc: ApplyError) -> ApplyError:
 
 
 class Executor:
-    def __init__(self, settings: Settings, target: Target | None, runtime: Runtime | None, *,
-                 prober: Prober | None = None) -> None:
+    def __init__(self, settings: Settings, target: Target | None, runtime: Runtime | None,
+                 router: Router | None = None, *, prober: Prober | None = None) -> None:
         self.settings = settings
         self.target = target
         self.runtime = runtime
+        self.router = router
         self._prober = prober
         self._http: httpx.AsyncClient | None = None  # created by the first health gate
         #: Remote weights: staged into the local cache by `verify`, served from it.
         self.weights = stager_for(settings)
         #: Told every gate verdict (the reconciler turns it into a HEALTH event).
         self.on_health: Callable[[ModelSpec, GateResult], None] | None = None
+        #: Told how far a restart got (the pipeline records it in the intent).
+        self.progress: Callable[[str, RestartStep], None] = lambda model, step: None
 
     @property
     def hot_paths(self) -> tuple[str, ...] | None:
@@ -60,7 +95,7 @@ class Executor:
         if self._http is not None:
             await self._http.aclose()
         await self.weights.aclose()
-        for plugin in (self.target, self.runtime):
+        for plugin in (self.target, self.runtime, self.router):
             if plugin is not None:
                 await plugin.aclose()
 
@@ -82,6 +117,7 @@ class Executor:
         return self.settings.health.merged(spec.health)
 
     async def health(self, spec: ModelSpec, instance: Instance | None = None) -> None:
+        """The gate; HealthGateError with its reason when it does not pass."""
         check = self._check(spec)
         url = check.url_for(spec.name, instance.health_url if instance else None)
         if url is None:
@@ -95,10 +131,18 @@ class Executor:
         if not result.ok:
             raise HealthGateError(result.reason)
 
+    async def healthy(self, spec: ModelSpec, instance: Instance) -> str | None:
+        """None when `instance` passes the gate, else the reason."""
+        try:
+            await self.health(spec, instance)
+        except HealthGateError as exc:
+            return exc.reason
+        return None
+
     # -- execute ---------------------------------------------------------------
     async def execute(self, plan: Plan, spec: ModelSpec, previous: ModelSpec | None,
                       revision: str) -> str:
-        """Apply `plan`; return how it was applied: "hot", "restart" or "restart [pinned image]"."""
+        """Apply `plan`; return how: "hot", "restart" or "restart [what runs]"."""
         spec, previous = self.weights.local(spec), previous and self.weights.local(previous)
         with get_tracer().span("apply", plan=plan.kind):
             if plan.kind == "hot" and self.target is not None:
@@ -113,9 +157,8 @@ class Executor:
             if self.runtime is None:
                 raise RuntimeStartError(f"{plan} needs a restart, but no runtime is configured")
             new = await self._restart(spec, previous, revision)
-            image = new.info.get("image")
-            # The pinned image that now runs goes into history and the audit trail.
-            return f"restart [{image}]" if image else "restart"
+            # What now runs (a pinned image) goes into history and the audit trail.
+            return f"restart [{new.artifact}]" if new.artifact else "restart"
 
     async def _hot(self, spec: ModelSpec, previous: ModelSpec | None) -> None:
         assert self.target is not None
@@ -136,35 +179,48 @@ class Executor:
                 ) from again
             raise _rolled_back(exc) from None
 
-    async def _restart(self, spec: ModelSpec, previous: ModelSpec | None, revision: str) -> Instance:
+    async def _restart(self, spec: ModelSpec, previous: ModelSpec | None,
+                       revision: str) -> Instance:
         runtime = self.runtime
         assert runtime is not None
-        before = await runtime.instances(spec.name)
         await runtime.prepare(spec)
         new = await runtime.start(spec, revision)
-        old = [i for i in before if i.id != new.id]
+        olds = [i for i in await runtime.instances(spec.name) if i.id != new.id]
+        old = olds[0] if olds else None
+        self.progress(spec.name, RestartStep("started", new.id, old.id if old else None))
         try:
             await self.health(spec, new)
-
-            async def step_check(inst: Instance) -> str | None:
-                try:
-                    await self.health(spec, inst)
-                except HealthGateError as exc:
-                    return exc.reason
-                return None
-
-            await runtime.promote(new, old[0] if old else None, step_check)
-            for extra in old[1:]:
-                await runtime.discard(extra)
+            await self.take_over(spec, new, olds)
         except ApplyError as exc:
-            await self._recover_restart(runtime, new, spec, previous, exc)
+            await self._undo(spec, previous, new, old, exc)
             raise
         return new
 
-    async def _recover_restart(self, runtime: Runtime, new: Instance, spec: ModelSpec,
-                               previous: ModelSpec | None, exc: ApplyError) -> None:
-        if not new.in_place:
-            await runtime.discard(new)  # the old instance never stopped serving
+    async def take_over(self, spec: ModelSpec, new: Instance, olds: list[Instance], *,
+                        start_at: int = 0) -> None:
+        """Move the traffic to `new` (steps above `start_at`), then stop the old ones."""
+        old = olds[0] if olds else None
+        if self.router is not None and new.address is not None:
+
+            async def step(percent: int) -> None:
+                self.progress(spec.name, RestartStep("routing", new.id, old.id if old else None,
+                                                     percent))
+
+            await promote(self.router, new, old, lambda i: self.healthy(spec, i), step,
+                          start_at=start_at)
+        self.progress(spec.name, RestartStep("routed", new.id, old.id if old else None, 100))
+        assert self.runtime is not None
+        for extra in olds:
+            await self.runtime.stop(extra)
+
+    async def _undo(self, spec: ModelSpec, previous: ModelSpec | None, new: Instance,
+                    old: Instance | None, exc: ApplyError) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        if old is not None:  # started beside it: the old one never stopped serving
+            if self.router is not None:
+                await restore(self.router, old)
+            await runtime.stop(new)
             return
         if previous is None:
             return
@@ -173,7 +229,7 @@ class Executor:
         try:
             back = await runtime.start(previous, "rollback")
             await self.health(previous, back)
-        except (RuntimeStartError, HealthGateError, TargetError) as again:
+        except WatcherError as again:
             raise RuntimeStartError(
                 f"{exc.reason}; restarting {previous.version} failed too: {again.reason}"
             ) from again
@@ -188,45 +244,9 @@ class Executor:
             await self._restart(spec, spec, revision)
 
     async def remove(self, name: str) -> None:
+        """The document was deleted (on_delete = "unload"): unload it / stop its instances."""
         if self.target is not None:
             await self.target.remove(name)
         elif self.runtime is not None:
             for inst in await self.runtime.instances(name):
-                await self.runtime.discard(inst)
-
-    async def abandon(self, intent: Intent | None, applied: Applied | None) -> None:
-        """Undo what an apply cut short (a defect, its deadline) had started, as its intent
-        says, within ABANDON_TIMEOUT: discard a new instance that never took over, put the
-        previous spec back after a hot swap or an in-place restart. Never raises: what it
-        cannot undo is logged, and the failed revision's alert says the rest."""
-        if intent is None:
-            return
-        try:
-            async with asyncio.timeout(ABANDON_TIMEOUT):
-                await self.revert_interrupted(intent.model, applied)
-                if intent.previous is None:
-                    return
-                previous = ModelSpec.model_validate(intent.previous)
-                if intent.step == "hot" and self.target is not None:
-                    await self.target.apply(previous, ModelSpec.model_validate(intent.spec))
-                elif intent.step == "restart" and self.runtime is not None:
-                    running = await self.runtime.instances(intent.model)
-                    if all(i.in_place for i in running):
-                        await self.runtime.start(previous, applied.revision if applied else "rollback")
-        except Exception as exc:
-            log.error("%s: could not undo the interrupted apply of %s: %s: %s", intent.model,
-                      intent.revision, type(exc).__name__, exc, extra={"model": intent.model})
-
-    async def revert_interrupted(self, model: str, applied: Applied | None) -> None:
-        """After a kill mid-apply: discard instances of a revision that never committed."""
-        if self.runtime is None:
-            return
-        committed = applied.revision if applied is not None else None
-        instances = [i for i in await self.runtime.instances(model) if not i.in_place]
-        if not any(i.revision == committed for i in instances):
-            return  # nothing committed runs: keep what serves; the re-apply converges
-        for inst in instances:
-            if inst.revision != committed:
-                log.warning("%s: removing instance %s of uncommitted revision %s", model, inst.id,
-                            inst.revision, extra={"model": model})
-                await self.runtime.discard(inst)
+                await self.runtime.stop(inst)

@@ -38,6 +38,7 @@ from watcher.core.executor import Executor
 from watcher.core.outcome import Action, Outcome, Verdict
 from watcher.core.plan import Plan, make_plan
 from watcher.core.recorder import Recorder
+from watcher.core.recovery import abandon
 from watcher.core.spec import ModelSpec, parse_document
 from watcher.core.state import State
 from watcher.observability.tracing import get_tracer
@@ -56,6 +57,7 @@ class Pipeline:
         self.recorder = recorder
         self.bus = bus
         self.source_name = source_name
+        executor.progress = lambda model, step: state.set_intent_step(model, step.encode())
 
     # -- the fault boundary ---------------------------------------------------------
     async def handle(self, change: Change) -> Outcome:
@@ -83,7 +85,7 @@ class Pipeline:
             reason = f"internal error: {type(exc).__name__}: {exc}".splitlines()[0][:300]
             log.error("%s@%s: %s", change.key, change.revision, reason, exc_info=exc,
                       extra={"model": change.key, "revision": change.revision})
-        await self.executor.abandon(self.state.intent(change.key), self.state.applied(change.key))
+        await abandon(self.executor, self.state.intent(change.key), self.state.applied(change.key))
         return self.recorder.record(Outcome(
             Verdict.FAILED, change.key, change.revision, reason, trace_id=trace_id,
             action=Action.DELETE if change.deleted else Action.UPDATE,

@@ -186,6 +186,10 @@ class State(HistoryTables, ControlTables):
              time.time()),
         )
 
+    def set_intent_step(self, model: str, step: str) -> None:
+        """How far the apply got (a restart's promotion step), for recovery."""
+        self._exec("UPDATE intents SET step=? WHERE model=?", (step, model))
+
     def intent(self, model: str) -> Intent | None:
         return next((i for i in self.intents() if i.model == model), None)
 

@@ -1,8 +1,9 @@
 """A fake model server behind the Target, Runtime and health-probe interfaces.
 
 `FakeServer` is what the model server would serve: the spec loaded per model (hot swaps)
-and its instances (restarts). `FakeTarget` and `FakeRuntime` act on it the way the real
-plug-ins act on a real server, and `ScriptedProber` answers health probes from a script.
+and its instances (restarts). `FakeTarget`, `FakeRuntime` and `FakeRouter` act on it the way
+the real plug-ins act on a real server, and `ScriptedProber` answers health probes from a
+script.
 Failures are scripted per call (`fail` queues) so every branch of the executor can be driven.
 """
 
@@ -13,10 +14,11 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from watcher.core.errors import RuntimeStartError, WatcherError
+from watcher.core.errors import WatcherError
 from watcher.core.health import HealthCheck
 from watcher.core.spec import ModelSpec
-from watcher.runtimes.base import Instance, StepCheck
+from watcher.routers.base import StepPlan
+from watcher.runtimes.base import Instance
 
 
 @dataclass
@@ -61,8 +63,9 @@ class FakeTarget:
 
 @dataclass
 class FakeRuntime:
-    """Starts instances in a FakeServer: beside the old one (`in_place=False`, blue/green) or
-    replacing it. `fail_start` holds errors for the next starts."""
+    """Starts instances in a FakeServer: beside the old one (`in_place=False`: blue/green,
+    each on an address of its own) or replacing it. `fail_start` holds errors for the next
+    starts."""
 
     server: FakeServer = field(default_factory=FakeServer)
     in_place: bool = False
@@ -76,34 +79,64 @@ class FakeRuntime:
         self.server.calls.append(f"start {spec.name} {spec.version}")
         if self.fail_start and (exc := self.fail_start.popleft()) is not None:
             raise exc
+        n = next(self._ids)
         if self.in_place:
             for old in [i for i in self.server.instances.values() if i.model == spec.name]:
                 del self.server.instances[old.id]
-        inst = Instance(f"{spec.name}-{next(self._ids)}", spec.name, revision,
-                        health_url=f"fake://{spec.name}/{spec.version}", in_place=self.in_place)
+        inst = Instance(f"{spec.name}-{n}", spec.name, revision,
+                        address=None if self.in_place else f"127.0.0.1:{20000 + n}",
+                        health_url=f"fake://{spec.name}/{spec.version}", name=f"{spec.name}-{n}")
         self.server.instances[inst.id] = inst
         self.server.specs[inst.id] = spec
         return inst
 
-    async def promote(self, new: Instance, old: Instance | None, check: StepCheck) -> None:
-        self.server.calls.append(f"promote {new.id}")
-        reason = await check(new)
-        if reason is not None:
-            raise RuntimeStartError(f"promotion aborted: {reason}")
-        if old is not None and not old.in_place:
-            await self.discard(old)
-
-    async def discard(self, instance: Instance) -> None:
-        self.server.calls.append(f"discard {instance.id}")
+    async def stop(self, instance: Instance) -> None:
+        self.server.calls.append(f"stop {instance.id}")
         self.server.instances.pop(instance.id, None)
 
     async def instances(self, model: str) -> list[Instance]:
-        return [i for i in self.server.instances.values() if i.model == model]
+        found = [i for i in self.server.instances.values() if i.model == model]
+        return sorted(found, key=lambda i: -int(i.id.rsplit("-", 1)[1]))
 
     def serving(self, model: str) -> list[str]:
         """The versions of `model`'s running instances."""
         return [self.server.specs[i.id].version for i in self.server.instances.values()
                 if i.model == model]
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class FakeObservation:
+    bad: dict[str, str]
+
+    def verdict(self, address: str, plan: StepPlan) -> str | None:
+        return self.bad.get(address)
+
+
+@dataclass
+class FakeRouter:
+    """Weights per model, as a router would hold them; `history` is every route() call and
+    `bad` makes the traffic verdict of an address fail (an error rate, say)."""
+
+    plan: StepPlan = field(default_factory=lambda: StepPlan(steps=[10, 50, 100]))
+    weights: dict[str, dict[str, int]] = field(default_factory=dict)
+    history: list[tuple[str, dict[str, int]]] = field(default_factory=list)
+    bad: dict[str, str] = field(default_factory=dict)
+    block: asyncio.Event | None = None
+
+    async def routes(self, model: str) -> dict[str, int]:
+        return dict(self.weights.get(model, {}))
+
+    async def route(self, model: str, weights: dict[str, int]) -> None:
+        self.history.append((model, dict(weights)))
+        self.weights[model] = dict(weights)
+        if self.block is not None:
+            await self.block.wait()
+
+    def observe(self, model: str) -> FakeObservation:
+        return FakeObservation(self.bad)
 
     async def aclose(self) -> None:
         return None

@@ -1,6 +1,8 @@
-"""Traffic switching on the host: an nginx upstream with weights, rewritten and reloaded.
+"""The nginx router: each model's traffic is an nginx upstream with weights, rewritten and
+reloaded (the Router contract, routers/base.py).
 
-The daemon owns one small file (`upstream_file`), which the operator's nginx config
+The daemon owns one small file per model (`upstream_file`, `{model}` replaced), which the
+operator's nginx config
 includes inside `http {}`. It holds the upstream block and a JSON `log_format` named
 `mw_<upstream>`; pointing an `access_log` at `access_log` with that format lets every step
 check the new instance's error rate and latency from nginx's own records.
@@ -23,37 +25,18 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from watcher.core.errors import HealthGateError
 from watcher.fsutil import write_atomically
+from watcher.plugins import PluginContext, parse_options
+from watcher.routers.base import StepPlan
 from watcher.routers.nginx_control import NginxControl, NginxOptions, TrafficError
 
-__all__ = ["AccessWindow", "NginxOptions", "NginxUpstream", "StepPlan", "TrafficError", "switch"]
+__all__ = ["AccessWindow", "NginxOptions", "NginxRouter", "NginxUpstream", "TrafficError"]
 log = logging.getLogger("watcher.routers.nginx")
-
-
-class StepPlan(BaseModel):
-    """Percent of traffic on the new instance at each step; each held for `hold` seconds."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    steps: list[int] = Field(default_factory=lambda: [100])
-    hold: float = Field(0.0, ge=0)
-    max_error_rate: float = Field(0.05, ge=0, le=1, description="5xx share of new's requests")
-    max_latency_ms: float | None = Field(None, gt=0, description="p95 upstream time for new")
-    min_requests: int = Field(10, ge=1, description="fewer requests in a step: no rate verdict")
-
-    @field_validator("steps")
-    @classmethod
-    def _ascending(cls, v: list[int]) -> list[int]:
-        if not v or any(not 0 < p <= 100 for p in v) or v != sorted(set(v)) or v[-1] != 100:
-            raise ValueError("steps must be ascending percents in 1..100 ending at 100")
-        return v
 
 
 def render(opts: NginxOptions, weights: dict[str, int], backup: list[str] | None = None) -> str:
@@ -190,8 +173,9 @@ class AccessWindow:
             stats.p95_ms = times[min(len(times) - 1, int(len(times) * 0.95))]
         return stats
 
-    def verdict(self, addr: str, plan: StepPlan) -> str | None:
+    def verdict(self, address: str, plan: StepPlan) -> str | None:
         """None when the new upstream's error rate and latency are within the plan's limits."""
+        addr = address
         s = self.stats(addr)
         if s.requests < plan.min_requests:
             return None
@@ -205,44 +189,47 @@ class AccessWindow:
         return None
 
 
-Probe = Callable[[], Awaitable[str | None]]
-StepHook = Callable[[int], None]
+class NginxRouterOptions(NginxOptions, StepPlan):
+    """`router` settings for kind = "nginx": where the upstream lives, how nginx is reloaded
+    (NginxOptions), and the step plan promotions follow (StepPlan)."""
 
 
-async def switch(
-    upstream: NginxUpstream,
-    new: str,
-    old: str | None,
-    plan: StepPlan,
-    probe: Probe,
-    on_step: StepHook | None = None,
-) -> None:
-    """Move traffic from `old` to `new` along `plan`; at each step hold, then ask `probe`
-    and the access log. A reason (or any error) puts 100 % back on `old` and raises
-    HealthGateError. On success only `new` is left in the upstream, drained."""
-    if old is None or old == new:
-        await upstream.apply({new: 100})
-        return
-    try:
-        for pct in plan.steps:
-            weights = {new: 100} if pct == 100 else {new: pct, old: 100 - pct}
-            await upstream.apply(weights, backup=[old])
-            if on_step is not None:
-                on_step(pct)
-            window = upstream.window()
-            if plan.hold:
-                await asyncio.sleep(plan.hold)  # deliberate exposure time, not a readiness wait
-            reason = await probe() or window.verdict(new, plan)
-            if reason is not None:
-                raise HealthGateError(f"traffic step {pct}%: {reason}; all traffic back on {old}")
-    except Exception as exc:
-        try:
-            await upstream.apply({old: 100})
-        except TrafficError as restore_exc:
-            log.error("restoring traffic to %s failed: %s", old, restore_exc.reason)
-        if isinstance(exc, HealthGateError):
-            raise
-        raise HealthGateError(
-            f"traffic switch to {new} failed: {exc}; all traffic back on {old}"
-        ) from exc
-    await upstream.apply({new: 100})
+class NginxRouter:
+    """Routes each model through its own upstream file ({model} in the paths and name)."""
+
+    def __init__(self, opts: NginxRouterOptions) -> None:
+        self.opts = opts
+        self.plan = StepPlan.model_validate(opts.model_dump(include=set(StepPlan.model_fields)))
+        self._upstreams: dict[str, NginxUpstream] = {}
+
+    @classmethod
+    def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> NginxRouter:
+        return cls(parse_options(NginxRouterOptions, options, "router"))
+
+    def upstream(self, model: str) -> NginxUpstream:
+        """The nginx upstream of `model` ({model} in the file paths and name is replaced)."""
+        found = self._upstreams.get(model)
+        if found is None:
+            base = NginxOptions.model_validate(self.opts.model_dump(
+                include=set(NginxOptions.model_fields)))
+            fill = {k: str(v).replace("{model}", model) for k, v in base.model_dump().items()
+                    if k in ("upstream_file", "upstream", "access_log") and v is not None}
+            found = self._upstreams[model] = NginxUpstream(base.model_copy(update={
+                k: (v if k == "upstream" else Path(v)) for k, v in fill.items()}))
+        return found
+
+    async def routes(self, model: str) -> dict[str, int]:
+        return self.upstream(model).weights()
+
+    async def route(self, model: str, weights: dict[str, int]) -> None:
+        """Set the weights; an address given weight 0 stays in the upstream as a backup (the
+        old instance during the 100 % step: nginx falls back to it if the new one fails)."""
+        backup = [a for a, w in weights.items() if w == 0]
+        await self.upstream(model).apply({a: w for a, w in weights.items() if w > 0},
+                                         backup=backup or None)
+
+    def observe(self, model: str) -> AccessWindow:
+        return self.upstream(model).window()
+
+    async def aclose(self) -> None:
+        return None

@@ -1,11 +1,10 @@
 """`command` runtime: restart the model server by running an argv list (never a shell).
 
-For servers managed by a script or a process supervisor. The command restarts in place
-(`Instance.in_place`), so a failed restart is repaired by running it again with the
-previous spec. The spec is written to a JSON file first, and the command gets it as
-`{spec_file}` and in the environment (MODEL_WATCHER_SPEC_FILE, MODEL_WATCHER_MODEL,
-MODEL_WATCHER_REVISION, MODEL_WATCHER_VERSION, MODEL_WATCHER_IMAGE); the spec's
-`runtime.env` is passed through too. Placeholders in the argv: {name} {revision}
+For servers managed by a script or a process supervisor. The command restarts in place, so
+a failed restart is repaired by running it again with the previous spec. The spec is written
+to a JSON file first, and the command gets it as `{spec_file}` and in the environment
+(MODEL_WATCHER_SPEC_FILE, MODEL_WATCHER_MODEL, MODEL_WATCHER_REVISION, MODEL_WATCHER_VERSION,
+MODEL_WATCHER_IMAGE); the spec's `runtime.env` is passed through too. Placeholders in the argv: {name} {revision}
 {version} {image} {spec_file} {python} (the daemon's own interpreter).
 
 With `unit` set (the daemon as a systemd service), `start` is the server's foreground argv
@@ -36,7 +35,7 @@ from watcher.core.spec import ModelSpec
 from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
 from watcher.proc import run_argv
-from watcher.runtimes.base import Instance, StepCheck
+from watcher.runtimes.base import Instance
 from watcher.runtimes.systemd import render_env
 
 log = logging.getLogger("watcher.runtimes.command")
@@ -127,24 +126,25 @@ class CommandRuntime:
         return None
 
     async def start(self, spec: ModelSpec, revision: str) -> Instance:
+        """Run `start` (it replaces the server in place)."""
         await self._run(self.options.start, spec, revision)
         return Instance(id=spec.name, model=spec.name, revision=revision,
-                        health_url=self.options.health_url, in_place=True)
+                        health_url=self.options.health_url,
+                        name=self.unit(spec.name) if self.options.unit else spec.name)
 
-    async def promote(self, new: Instance, old: Instance | None, check: StepCheck) -> None:
-        return None  # in place: traffic never moved
-
-    async def discard(self, instance: Instance) -> None:
-        return None
+    async def stop(self, instance: Instance) -> None:
+        """Stop the server: its unit, or the `stop` argv with the spec it last ran."""
+        if self.options.unit is not None:
+            await self._stop_unit(self.unit(instance.model))
+            return
+        spec_file = self.spec_dir / f"{instance.model}.json"
+        if self.options.stop and spec_file.exists():
+            spec = ModelSpec.model_validate(json.loads(spec_file.read_text()))
+            await self._run(self.options.stop, spec, instance.revision)
 
     async def instances(self, model: str) -> list[Instance]:
+        """Nothing to list: the command owns the server (a restart replaces it in place)."""
         return []
-
-    async def remove(self, spec: ModelSpec) -> None:
-        if self.options.unit is not None:
-            await self._stop_unit(self.unit(spec.name))
-        elif self.options.stop:
-            await self._run(self.options.stop, spec, "removed")
 
     async def aclose(self) -> None:
         return None

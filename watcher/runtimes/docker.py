@@ -1,12 +1,12 @@
-"""The `docker` runtime: containers through the Engine API, replaced blue/green behind nginx.
+"""The `docker` runtime: containers through the Engine API, started blue/green beside the
+serving one (traffic moves through the router, routers/nginx.py, see core/promotion.py).
 
-    prepare  pull the image (X-Registry-Auth), pin it to the digest that was pulled
-    start    create + start the new container beside the old one, on another loopback port,
-             with the old one's host settings plus the spec's runtime section, labelled
-             model-watcher.model / .revision / .role (blue|green) / .port / .image
-    promote  nginx weights along the step plan, `check(new)` at every step; abort -> 100 %
-             back on the old one and HealthGateError; then drain, stop and remove the old one
-    discard  move its traffic (if any) to a sibling first, then stop + remove; idempotent
+    prepare    pull the image (X-Registry-Auth), pin it to the digest that was pulled
+    start      create + start the new container beside the old one, on another loopback port,
+               with the old one's host settings plus the spec's runtime section, labelled
+               model-watcher.model / .revision / .role (blue|green) / .port / .image
+    stop       stop + remove; idempotent
+    instances  the model's running containers, found by label, newest first
 
 Pulling and pinning live in docker_pull.py: a rollback re-runs the digest that ran before
 even if the tag has moved since; what a container is (labels, create body, "started") in
@@ -29,10 +29,9 @@ from watcher.core.errors import RuntimeStartError
 from watcher.core.spec import ModelSpec
 from watcher.observability.logs import register_secret
 from watcher.plugins import PluginContext, parse_options
-from watcher.routers.nginx import NginxOptions, NginxUpstream, StepPlan, switch
 from watcher.runtimes import docker_containers as dc
 from watcher.runtimes import engine as eng
-from watcher.runtimes.base import Instance, StepCheck
+from watcher.runtimes.base import Instance
 from watcher.runtimes.docker_pull import Puller
 
 log = logging.getLogger("watcher.runtimes.docker")
@@ -52,8 +51,8 @@ class AuthOptions(BaseModel):
     serveraddress: str = ""
 
 
-class DockerOptions(StepPlan):
-    """`runtime` settings for kind = "docker"; the step-plan fields come from StepPlan."""
+class DockerOptions(BaseModel):
+    """`runtime` settings for kind = "docker"."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -75,7 +74,6 @@ class DockerOptions(StepPlan):
     start_settle: float = Field(0.5, ge=0, description="running this long without a crash "
                                 "counts as started")
     require_digest: bool = True
-    nginx: NginxOptions
 
     @model_validator(mode="after")
     def _range(self) -> DockerOptions:
@@ -83,10 +81,6 @@ class DockerOptions(StepPlan):
         if not 0 < lo < hi <= 65535:
             raise ValueError("ports must be [low, high] with 0 < low < high <= 65535")
         return self
-
-    @property
-    def plan(self) -> StepPlan:
-        return StepPlan.model_validate(self.model_dump(include=set(StepPlan.model_fields)))
 
 
 class DockerRuntime:
@@ -109,14 +103,6 @@ class DockerRuntime:
 
     async def aclose(self) -> None:
         await self.engine.aclose()
-
-    def upstream(self, model: str) -> NginxUpstream:
-        """The nginx upstream of `model` ({model} in the nginx paths/name is replaced)."""
-        n = self.opts.nginx
-        fill = {k: str(v).replace("{model}", model) for k, v in n.model_dump().items()
-                if k in ("upstream_file", "upstream", "access_log") and v is not None}
-        return NginxUpstream(n.model_copy(update={
-            k: (v if k == "upstream" else Path(v)) for k, v in fill.items()}))
 
     # -- prepare ---------------------------------------------------------------
     async def prepare(self, spec: ModelSpec) -> None:
@@ -146,25 +132,25 @@ class DockerRuntime:
             raise RuntimeStartError(f"{spec.name}: starting a container failed: {exc}") from exc
 
     async def _start(self, spec: ModelSpec, revision: str, ref: str) -> Instance:
-        running = await self.instances(spec.name)
+        running = await self._containers(spec.name)
         old = running[0] if running else None
         for stale in running[1:]:
-            log.warning("%s: removing stale container %s (%s)", spec.name, stale.info["name"],
+            log.warning("%s: removing stale container %s (%s)", spec.name, stale.name,
                         stale.revision, extra={"model": spec.name})
-            await self.discard(stale)
+            await self.stop(stale)
         await self._remove_exited(spec.name)
-        role = "green" if old is not None and old.info.get("role") == "blue" else "blue"
+        role = "green" if old is not None and old.role == "blue" else "blue"
         name = f"{self.opts.name_prefix}{spec.name}-{role}"
         async for attempt in AsyncRetrying(stop=stop_after_attempt(PORT_ATTEMPTS), reraise=True,
                                            retry=retry_if_exception_type(PortTaken)):
             with attempt:
                 inst = await self._create_start(spec, revision, ref, name, role, old)
-        log.info("%s: started %s (%s) on %s", spec.name, name, ref, inst.info["addr"],
+        log.info("%s: started %s (%s) on %s", spec.name, name, ref, inst.address,
                  extra={"model": spec.name, "revision": revision})
         return inst
 
     async def _create_start(self, spec: ModelSpec, revision: str, ref: str, name: str, role: str,
-                            old: Instance | None) -> Instance:
+                            old: Instance | None) -> dc.Container:
         """One container on a free host port; PortTaken when another process bound that port
         between the check and the engine's start (the container is removed first)."""
         port = await self._free_port()
@@ -178,11 +164,11 @@ class DockerRuntime:
         except eng.NameConflict:
             await self._clear_name(name, spec.name)
             cid = await self.engine.create(name, config)
-        inst = dc.instance(spec.name, cid, config["Labels"], self.opts.host, name=name, running=True)
+        inst = dc.instance(spec.name, cid, config["Labels"], self.opts.host, name=name)
         try:
             await self.engine.start(cid)
         except eng.EngineError as exc:
-            await self.discard(inst)
+            await self.stop(inst)
             if not dc.bindable(self.opts.host, port):
                 log.warning("%s: host port %d was taken before %s could bind it; trying another",
                             spec.name, port, name, extra={"model": spec.name})
@@ -192,12 +178,12 @@ class DockerRuntime:
             await dc.wait_started(self.engine, inst, within=self.opts.start_timeout,
                                   settle=self.opts.start_settle)
         except (eng.EngineError, RuntimeStartError):
-            await self.discard(inst)
+            await self.stop(inst)
             raise
         return inst
 
     async def _free_port(self) -> int:
-        used = {int(i.info["port"]) for i in await self._all_ours() if i.info.get("port")}
+        used = {i.port for i in await self._all_ours() if i.port}
         lo, hi = self.opts.ports
         for port in range(lo, hi + 1):
             if port not in used and dc.bindable(self.opts.host, port):
@@ -219,37 +205,14 @@ class DockerRuntime:
             if c.get("State") not in ("running", "created", "configured"):
                 await self.engine.remove(c["Id"])
 
-    # -- promote / discard -------------------------------------------------------
-    async def promote(self, new: Instance, old: Instance | None, check: StepCheck) -> None:
-        """Traffic along the step plan (abort: HealthGateError, old keeps 100 %); then stop old."""
-        up = self.upstream(new.model)
-        new_addr = new.info["addr"]
-        old_addr = old.info["addr"] if old is not None else None
-
-        async def probe() -> str | None:
-            return await check(new)
-
-        await switch(up, new_addr, old_addr, self.opts.plan, probe)
-        if old is not None and old.id != new.id:
-            await self._stop_remove(old)
-        log.info("%s: %s serves 100%%", new.model, new.info.get("name"),
-                 extra={"model": new.model, "revision": new.revision})
-
-    async def discard(self, instance: Instance) -> None:
-        """Stop and remove; a sibling takes over any traffic it still had. Idempotent."""
-        addr = instance.info.get("addr")
-        if addr:
-            up = self.upstream(instance.model)
-            weights = up.weights()
-            if weights.get(addr, 0) > 0:
-                others = [i for i in await self.instances(instance.model) if i.id != instance.id]
-                if others:
-                    await up.apply({others[0].info["addr"]: 100})
+    # -- stop ------------------------------------------------------------------
+    async def stop(self, instance: Instance) -> None:
+        """Stop and remove; idempotent."""
         try:
             await self._stop_remove(instance)
         except eng.EngineError as exc:
             raise RuntimeStartError(
-                f"{instance.model}: removing {instance.id[:12]}: {exc}") from exc
+                f"{instance.model}: removing {instance.name or instance.id[:12]}: {exc}") from exc
 
     async def _stop_remove(self, inst: Instance) -> None:
         with contextlib.suppress(eng.NotFound):
@@ -258,16 +221,18 @@ class DockerRuntime:
 
     # -- discovery -------------------------------------------------------------
     async def instances(self, model: str) -> list[Instance]:
-        """Running containers of `model`, the one with the most nginx traffic first."""
-        weights = self.upstream(model).weights()
+        """Running containers of `model`, newest first (found by label after a restart)."""
+        return list(await self._containers(model))
+
+    async def _containers(self, model: str) -> list[dc.Container]:
         found = [dc.instance(model, c["Id"], c.get("Labels") or {}, self.opts.host,
-                           name=(c.get("Names") or [""])[0].lstrip("/"), running=True,
-                           weight=weights, created=int(c.get("Created") or 0))
+                             name=(c.get("Names") or [""])[0].lstrip("/"),
+                             created=int(c.get("Created") or 0))
                  for c in await self.engine.list({dc.MODEL: model}, all=False)]
-        found.sort(key=lambda i: (-int(i.info["weight"]), -int(i.info.get("created", 0))))
+        found.sort(key=lambda i: -i.created)
         return found
 
-    async def _all_ours(self) -> list[Instance]:
+    async def _all_ours(self) -> list[dc.Container]:
         return [dc.instance(c["Labels"].get(dc.MODEL, ""), c["Id"], c.get("Labels") or {},
-                          self.opts.host, running=c.get("State") == "running")
+                            self.opts.host)
                 for c in await self.engine.list({}, all=True) if dc.MODEL in (c.get("Labels") or {})]

@@ -6,7 +6,7 @@
                    image's defaults), then the spec's runtime section, a loopback port, labels
                    and the restart policy
     wait_started   running for `settle` seconds without a crash, or RuntimeStartError
-    instance       the Instance read back from a container's labels
+    instance       the Container (an Instance) read back from a container's labels
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from watcher.core.errors import RuntimeStartError
@@ -31,6 +32,16 @@ INHERITED_HOST_CONFIG = ("Binds", "Memory", "NanoCpus", "CpuShares", "ShmSize", 
                          "CapAdd", "CapDrop", "Devices", "Init")
 
 Settings = tuple[dict[str, str], dict[str, Any], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Container(Instance):
+    """An Instance plus what only the docker runtime needs: its role (blue/green names),
+    host port and creation time."""
+
+    role: str = ""
+    port: int = 0
+    created: int = 0
 
 
 async def settings_of(engine: eng.EngineClient, cid: str) -> Settings:
@@ -73,7 +84,7 @@ def create_config(spec: ModelSpec, revision: str, ref: str, *, role: str, host: 
     }
 
 
-async def wait_started(engine: eng.EngineClient, inst: Instance, *, within: float,
+async def wait_started(engine: eng.EngineClient, inst: Container, *, within: float,
                        settle: float) -> None:
     """Until the container has run for `settle` seconds without a crash; RuntimeStartError
     (with its last log lines) when it exited or crashed, or after `within` seconds. With a
@@ -94,23 +105,19 @@ async def wait_started(engine: eng.EngineClient, inst: Instance, *, within: floa
         elif crashed or state.get("Status") in ("exited", "dead", "stopped") or now > deadline:
             logs = await engine.logs(inst.id)
             raise RuntimeStartError(
-                f"{inst.model}: container {inst.info['name']} is {state.get('Status')!r} "
+                f"{inst.model}: container {inst.name} is {state.get('Status')!r} "
                 f"(exit code {state.get('ExitCode')}): {logs.strip()[-300:]}")
         await asyncio.sleep(0.05)
 
 
 def instance(model: str, cid: str, labels: Mapping[str, str], host: str, *, name: str = "",
-             running: bool, weight: Mapping[str, int] | None = None,
-             created: int = 0) -> Instance:
+             created: int = 0) -> Container:
     port = labels.get(PORT, "")
-    addr = f"{host}:{port}" if port else ""
-    return Instance(
-        id=cid, model=model, revision=labels.get(REVISION, ""),
-        health_url=f"http://{addr}" if addr else None,
-        info={"name": name, "role": labels.get(ROLE, ""), "port": port, "addr": addr,
-              "image": labels.get(IMAGE, ""), "version": labels.get(VERSION, ""),
-              "running": running, "weight": (weight or {}).get(addr, 0), "created": created},
-    )
+    addr = f"{host}:{port}" if port else None
+    return Container(id=cid, model=model, revision=labels.get(REVISION, ""), address=addr,
+                     health_url=f"http://{addr}" if addr else None,
+                     artifact=labels.get(IMAGE) or None, name=name, role=labels.get(ROLE, ""),
+                     port=int(port) if port.isdigit() else 0, created=created)
 
 
 def bindable(host: str, port: int) -> bool:

@@ -3,9 +3,10 @@
     prepare  the unit must be known to systemd (LoadState=loaded); touches nothing running
     start    write the spec's runtime section to the unit's EnvironmentFile (atomically),
              `systemctl restart UNIT`, wait for ActiveState=active
-    promote  nothing to switch: one `check(new)`; a reason -> HealthGateError, and the
-             executor repairs by starting the previous spec again (`in_place=True`)
-    discard  nothing to remove (there is only one instance)
+    stop     `systemctl stop UNIT` (the document was deleted and the settings say unload)
+
+There is only one instance: a failed health gate is repaired by the executor starting the
+previous spec again (the restart is in place: no other instance runs beside it).
 
 The unit reads the file with `EnvironmentFile=`; it holds the spec's `runtime.env` plus
 MODEL_WATCHER_MODEL / _VERSION / _REVISION / _IMAGE / _ARGS (args JSON-encoded), so
@@ -31,12 +32,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from watcher.core.errors import HealthGateError, RuntimeStartError
+from watcher.core.errors import RuntimeStartError
 from watcher.core.spec import ModelSpec
 from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
 from watcher.proc import run_argv
-from watcher.runtimes.base import Instance, StepCheck
+from watcher.runtimes.base import Instance
 
 log = logging.getLogger("watcher.runtimes.systemd")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -101,13 +102,9 @@ class SystemdRuntime:
                  extra={"model": spec.name, "revision": revision})
         return self._instance(spec.name, revision, props)
 
-    async def promote(self, new: Instance, old: Instance | None, check: StepCheck) -> None:
-        reason = await check(new)
-        if reason is not None:
-            raise HealthGateError(f"{self.unit(new.model)}: {reason}")
-
-    async def discard(self, instance: Instance) -> None:
-        return None  # in place: the executor starts the previous spec instead
+    async def stop(self, instance: Instance) -> None:
+        """Stop the unit (the document was deleted and the settings say unload)."""
+        await self._systemctl("stop", self.unit(instance.model))
 
     async def instances(self, model: str) -> list[Instance]:
         props = await self._show(self.unit(model))
@@ -121,9 +118,8 @@ class SystemdRuntime:
 
     def _instance(self, model: str, revision: str, props: Mapping[str, str]) -> Instance:
         return Instance(id=self.unit(model), model=model, revision=revision,
-                        health_url=self.opts.base_url, in_place=True,
-                        info={"unit": self.unit(model), "pid": props.get("MainPID", ""),
-                              "state": props.get("ActiveState", "")})
+                        health_url=self.opts.base_url, name=self.unit(model),
+                        artifact=f"pid {props.get('MainPID') or '?'}")
 
     async def _show(self, unit: str) -> dict[str, str]:
         out = await self._systemctl("show", unit,

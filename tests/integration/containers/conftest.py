@@ -31,11 +31,15 @@ from tests.infra.images import BuiltImage, build_and_push
 from tests.infra.nginx import Nginx
 from tests.infra.podman import PodmanEnv, PodmanService
 from tests.infra.registry import Registry
-from watcher.core.errors import ApplyError, HealthGateError
+from watcher.core.executor import Executor
+from watcher.core.plan import Plan
 from watcher.core.spec import ModelSpec
-from watcher.plugins import PluginContext
+from watcher.plugins import PluginContext, parse_options
+from watcher.routers.base import StepPlan
+from watcher.routers.nginx import NginxRouter
 from watcher.runtimes.base import Instance
-from watcher.runtimes.docker import DockerRuntime
+from watcher.runtimes.docker import DockerOptions, DockerRuntime
+from watcher.settings import Settings
 
 IMAGES = {
     "v1.0.0": "good",
@@ -110,21 +114,30 @@ def nginx(tmp_path: Path, model: str) -> Iterator[Nginx]:
     ng.stop()
 
 
-RuntimeFactory = Callable[..., DockerRuntime]
+class Stack(DockerRuntime):
+    """The docker runtime with the nginx router it is deployed with (as the daemon pairs
+    them from `[runtime]` and `[router]`)."""
+
+    router: NginxRouter
+
+
+RuntimeFactory = Callable[..., Stack]
 
 
 @pytest.fixture
 async def make_runtime(tmp_path: Path, engine: EngineAPI, registry: Registry, nginx: Nginx,
                        model: str) -> AsyncIterator[RuntimeFactory]:
-    """Build DockerRuntimes (options overridable); closes them and removes the model's
-    containers afterwards."""
-    made: list[DockerRuntime] = []
+    """Build docker runtimes (options overridable; step-plan options go to the router);
+    closes them and removes the model's containers afterwards."""
+    made: list[Stack] = []
 
-    def make(**overrides: Any) -> DockerRuntime:
-        options = runtime_options(engine, registry, nginx) | overrides
+    def make(**overrides: Any) -> Stack:
+        plan = {k: overrides.pop(k) for k in list(overrides) if k in StepPlan.model_fields}
+        options = runtime_options(engine, registry) | overrides
         ctx = PluginContext(state_dir=tmp_path / "state", environment="test",
                             logger=logging.getLogger("watcher"))
-        rt = DockerRuntime.create(options, ctx)
+        rt = Stack(parse_options(DockerOptions, options, "runtime"), ctx)
+        rt.router = NginxRouter.create(nginx.options() | plan, ctx)
         made.append(rt)
         return rt
 
@@ -134,11 +147,10 @@ async def make_runtime(tmp_path: Path, engine: EngineAPI, registry: Registry, ng
     engine.remove(*engine.containers(f"model-watcher.model={model}"))
 
 
-def runtime_options(engine: EngineAPI, registry: Registry, nginx: Nginx) -> dict[str, Any]:
+def runtime_options(engine: EngineAPI, registry: Registry) -> dict[str, Any]:
     return {
         "socket": str(engine.socket),
         "registry_auth": {"username": registry.username, "password": registry.password},
-        "nginx": nginx.options(),
         "ports": [21000, 21999],
         "stop_timeout": 5,
         "pull_timeout": 60,
@@ -182,18 +194,19 @@ async def gate(inst: Instance, attempts: int = 100) -> str | None:
     return reason
 
 
-async def deploy(rt: DockerRuntime, spec: ModelSpec, revision: str) -> Instance:
-    """prepare → start → gate → promote, as the executor does; returns the new instance."""
-    old = [i for i in await rt.instances(spec.name) if i.revision != revision]
-    await rt.prepare(spec)
-    new = await rt.start(spec, revision)
-    reason = await gate(new)
-    if reason is not None:
-        await rt.discard(new)
-        raise HealthGateError(reason)
+#: The health gate as the daemon would run it, quick: /health, 100 tries 50 ms apart.
+FAST_HEALTH = {"period": 0.05, "failure_threshold": 100, "timeout": 2, "latency_ms": 2000}
+RESTART = Plan("restart", ("runtime.image",))
+
+
+async def deploy(rt: Stack, spec: ModelSpec, revision: str) -> Instance:
+    """What the daemon does for a restart-class change (the real Executor: prepare, start,
+    gate, promotion through the router along its plan, old stopped; a failure stops the new
+    one); returns the instance that serves."""
+    ex = Executor(Settings(health=FAST_HEALTH), None, rt, rt.router)  # type: ignore[arg-type]
     try:
-        await rt.promote(new, old[0] if old else None, http_check)
-    except ApplyError:
-        await rt.discard(new)  # as the executor does: the old one never stopped serving
-        raise
-    return new
+        await ex.execute(RESTART, spec, None, revision)
+    finally:
+        if ex._http is not None:
+            await ex._http.aclose()
+    return (await rt.instances(spec.name))[0]

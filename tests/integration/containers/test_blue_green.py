@@ -30,7 +30,7 @@ async def test_first_deploy_then_blue_green_under_load_has_zero_failures(
 ) -> None:
     rt = make_runtime()
     first = await deploy(rt, make_spec(model, images["v1.0.0"]), "r1")
-    assert first.info["image"].endswith("@" + images["v1.0.0"].digest)
+    assert str(first.artifact).endswith("@" + images["v1.0.0"].digest)
 
     with LoadLoop(nginx.url + "/version") as load:
         second = await deploy(rt, make_spec(model, images["v1.1.0"]), "r2")
@@ -42,8 +42,8 @@ async def test_first_deploy_then_blue_green_under_load_has_zero_failures(
 
     live = await rt.instances(model)
     assert [i.id for i in live] == [second.id]
-    assert live[0].info["role"] != first.info["role"]
-    assert engine.containers(f"model-watcher.model={model}") == [second.info["name"]]
+    assert live[0].role != first.role
+    assert engine.containers(f"model-watcher.model={model}") == [second.name]
 
 
 async def _more_requests(load: LoadLoop, n: int) -> None:
@@ -102,7 +102,7 @@ async def test_unhealthy_new_image_is_discarded_and_old_keeps_serving(
     assert load.result.failed == 0, load.result.errors
     assert set(load.result.bodies) == {"v1.0.0"}
     assert [i.id for i in await rt.instances(model)] == [first.id]
-    assert engine.containers(f"model-watcher.model={model}") == [first.info["name"]]
+    assert engine.containers(f"model-watcher.model={model}") == [first.name]
 
 
 async def test_new_container_that_exits_at_start_is_a_clear_error_and_is_removed(
@@ -122,7 +122,7 @@ async def test_new_container_that_exits_at_start_is_a_clear_error_and_is_removed
     assert "cannot load the weights" in str(err.value)
     assert load.result.failed == 0, load.result.errors
     assert set(load.result.bodies) == {"v1.0.0"}
-    assert engine.containers(f"model-watcher.model={model}") == [first.info["name"]]
+    assert engine.containers(f"model-watcher.model={model}") == [first.name]
 
 
 async def test_host_port_taken_just_before_start_is_retried_on_another_port(
@@ -153,8 +153,8 @@ async def test_host_port_taken_just_before_start_is_retried_on_another_port(
         for s in squatters:
             s.close()
     assert taken, "the fault was not injected"
-    assert inst.info["port"] != taken[0]
-    assert engine.containers(f"model-watcher.model={model}") == [inst.info["name"]]
+    assert inst.port != taken[0]
+    assert engine.containers(f"model-watcher.model={model}") == [inst.name]
     async with httpx.AsyncClient(timeout=2) as c:
         assert (await c.get(nginx.url + "/version")).text.strip() == "v1.0.0"
 
@@ -173,7 +173,7 @@ async def test_rollback_reruns_the_pinned_digest_even_after_the_tag_moved(
     moved = build_and_push(builder, registry, {"v1.0.0": "flaky"}, repo=repo)["v1.0.0"]
     assert moved.digest != pushed["v1.0.0"].digest
     back = await deploy(rt, v1, "r3")
-    assert back.info["image"] == f"{registry.address}/{repo}@{pushed['v1.0.0'].digest}"
+    assert back.artifact == f"{registry.address}/{repo}@{pushed['v1.0.0'].digest}"
     async with httpx.AsyncClient() as c:
         assert (await c.get(nginx.url + "/")).text.strip() == "v1.0.0"
 
@@ -198,7 +198,7 @@ async def test_new_container_inherits_the_old_ones_settings_plus_the_spec(
     await deploy(rt, make_spec(model, images["v1.0.0"], env={"V": "1"}, labels={"team": "a"}),
                  "r1")
     new = await deploy(rt, make_spec(model, images["v1.1.0"], env={"V": "2"}), "r2")
-    info = engine.inspect(new.info["name"])
+    info = engine.inspect(new.name)
     env = dict(e.partition("=")[::2] for e in info["Config"]["Env"])
     assert env["SHARED"] == "from-settings" and env["V"] == "2"
     labels = info["Config"]["Labels"]
@@ -225,8 +225,8 @@ async def test_name_conflict_is_resolved_for_ours_and_refused_for_foreign(
         engine.create(name, ref)
     assert taken.value.response.status_code == {"docker": 409, "podman": 500}[engine.kind]
     inst = await rt.start(spec, "r1")
-    assert inst.info["name"] == name
-    await rt.discard(inst)
+    assert inst.name == name
+    await rt.stop(inst)
     # a foreign container holds the name: refused, and left alone
     foreign = engine.create(name, ref)
     try:

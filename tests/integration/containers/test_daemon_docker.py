@@ -27,14 +27,15 @@ from watcher.sources.localdir import revision_of
 
 class Env:
     def __init__(self, tmp: Path, model: str, engine: EngineAPI, registry: Registry,
-                 nginx: Nginx, images: dict[str, BuiltImage], **runtime: Any) -> None:
+                 nginx: Nginx, images: dict[str, BuiltImage], **router: Any) -> None:
         self.model, self.images, self.nginx, self.engine = model, images, nginx, engine
         self.models = tmp / "models"
         self.models.mkdir()
         self.rx = Receiver().__enter__()
         self.daemon = DaemonHarness(tmp / "daemon", {
             "source": {"kind": "localdir", "path": str(self.models)},
-            "runtime": {"kind": "docker", **runtime_options(engine, registry, nginx), **runtime},
+            "runtime": {"kind": "docker", **runtime_options(engine, registry)},
+            "router": {"kind": "nginx", **nginx.options(), **router},
             "health": {"period": 0.1, "failure_threshold": 20, "latency_ms": 2000},
             "alerts": {
                 "notifiers": {"hook": {"kind": "webhook", "url": f"{self.rx.base}/hook"}},
@@ -132,16 +133,19 @@ async def test_daemon_killed_mid_promote_converges_after_restart(
                         "the 50% step")
             e.daemon.kill9()
             assert sorted(e.containers()) == [f"mw-{model}-blue", f"mw-{model}-green"]
-            e.daemon.settings["runtime"].update(steps=[100], hold=0)
+            e.daemon.settings["router"].update(hold=0)
             e.daemon.write_settings()
             e.daemon.start()
             await _wait(e.daemon.wait_applied, model, r2, 90)
             await asyncio.sleep(0.3)
         print(f"kill -9 mid-promote: {load.result.summary()}")
         assert load.result.failed == 0, load.result.errors
-        assert len(e.containers()) == 1
+        assert e.containers() == [f"mw-{model}-green"]  # the new one was kept: resumed
         assert e.serving() == "v1.1.0"
         assert list(read_weights(nginx.upstream_file).values()) == [100]
+        row = e.daemon.wait_outcome(model, r2, "applied")
+        assert row["reason"] == "resumed after a stop of the daemon"
+        assert e.daemon.count(model, r2) == 1, "the revision was handled once"
     finally:
         e.close()
 

@@ -17,6 +17,7 @@ from tests.integration.containers.conftest import (
     make_spec,
 )
 from watcher.core.errors import HealthGateError
+from watcher.core.promotion import promote
 from watcher.routers.nginx import read_weights
 from watcher.runtimes.base import Instance
 
@@ -37,12 +38,16 @@ async def test_step_plan_5_10_30_60_100_is_seen_in_nginx_config_at_each_step(
 
     async def check(inst: Instance) -> str | None:
         text = nginx.upstream_file.read_text()
-        seen.append((read_weights(nginx.upstream_file), f"server {old.info['addr']} backup" in text))
+        seen.append((read_weights(nginx.upstream_file), f"server {old.address} backup" in text))
         return await http_check(inst)
 
+    async def step(pct: int) -> None:
+        return None
+
     with LoadLoop(nginx.url + "/version") as load:
-        await rt.promote(new, old, check)
-    n, o = new.info["addr"], old.info["addr"]
+        await promote(rt.router, new, old, check, step)
+        await rt.stop(old)
+    n, o = new.address, old.address
     assert seen == [
         ({n: 5, o: 95}, False), ({n: 10, o: 90}, False), ({n: 30, o: 70}, False),
         ({n: 60, o: 40}, False), ({n: 100}, True),
@@ -65,7 +70,7 @@ async def test_injected_error_rate_aborts_and_restores_all_traffic_to_old(
         await asyncio.sleep(0.5)
     print(f"error-rate abort: {err.value}; load {load.result.sent} sent, "
           f"{load.result.failed} failed during the 50% step")
-    assert read_weights(nginx.upstream_file) == {old.info["addr"]: 100}
+    assert read_weights(nginx.upstream_file) == {old.address: 100}
     assert load.result.failed > 0  # the injected errors, during the 50 % step only
     assert load.result.failed == after_abort[1], "requests failed after the abort"
     assert load.result.sent > after_abort[0] + 10

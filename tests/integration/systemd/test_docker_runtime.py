@@ -112,10 +112,10 @@ def test_blue_green_behind_a_root_nginx_under_the_unit(mw: Service, engine: Engi
         runtime={"kind": "docker", "socket": "/run/podman/podman.sock",
                  "registry_auth": {"username": engine.registry.username,
                                    "password": engine.registry.password},
-                 "nginx": {"upstream_file": "/etc/nginx/model-watcher/{model}.conf",
-                           "unit": "nginx.service", "access_log": "/var/log/nginx/mw-{model}.log",
-                           "drain_timeout": 60},
-                 "ports": [23000, 23999], "stop_timeout": 5, "pull_timeout": 60, "steps": [50, 100]},
+                 "ports": [23000, 23999], "stop_timeout": 5, "pull_timeout": 60},
+        router={"kind": "nginx", "upstream_file": "/etc/nginx/model-watcher/{model}.conf",
+                "unit": "nginx.service", "access_log": "/var/log/nginx/mw-{model}.log",
+                "drain_timeout": 60, "steps": [50, 100]},
         health={"path": "/health", "period": 0.1, "failure_threshold": 50, "latency_ms": 1000})
     score = host.sh("systemd-analyze security --no-pager model-watcher.service | tail -1").stdout
     print(f"with runtime-docker.conf: {score.strip()}")

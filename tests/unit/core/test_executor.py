@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from watcher.core.errors import ApplyError, HealthGateError, RuntimeStartError, TargetError
-from watcher.core.executor import Executor
+from watcher.core.executor import Executor, RestartStep
 from watcher.core.plan import Plan
 from watcher.core.spec import ModelSpec
-from watcher.fakes.servers import FakeRuntime, FakeServer, FakeTarget, ScriptedProber
+from watcher.fakes.servers import FakeRouter, FakeRuntime, FakeServer, FakeTarget, ScriptedProber
+from watcher.routers.base import StepPlan
 from watcher.settings import Settings
 
 FAST = {"period": 0.001, "failure_threshold": 2, "timeout": 0.1, "url": "fake://{name}/hot"}
@@ -106,3 +107,37 @@ async def test_no_runtime_for_a_restart_plan(tmp_path: Path) -> None:
     ex, _, _ = make(tmp_path, runtime=False)
     with pytest.raises(RuntimeStartError, match="no runtime is configured"):
         await ex.execute(RESTART, spec("v2"), spec("v1"), "r2")
+
+
+def with_router(tmp_path: Path) -> tuple[Executor, FakeServer, ScriptedProber, FakeRouter]:
+    ex, server, prober = make(tmp_path, target=False)
+    router = FakeRouter(plan=StepPlan(steps=[10, 50, 100]))
+    ex.router = router
+    return ex, server, prober, router
+
+
+async def test_blue_green_moves_traffic_along_the_plan_then_stops_the_old(tmp_path: Path) -> None:
+    ex, server, _, router = with_router(tmp_path)
+    steps: list[RestartStep] = []
+    ex.progress = lambda model, step: steps.append(step)
+    await ex.execute(RESTART, spec("v1"), None, "r1")
+    first = next(iter(server.instances.values()))
+    await ex.execute(RESTART, spec("v2", image="img:2"), spec("v1"), "r2")
+    (second,) = server.instances.values()
+    assert second.revision == "r2" and first.id != second.id
+    assert [w for _, w in router.history][-4:] == [
+        {second.address: 10, first.address: 90}, {second.address: 50, first.address: 50},
+        {second.address: 100, first.address: 0}, {second.address: 100}]
+    assert [(s.phase, s.percent) for s in steps][-5:] == [
+        ("started", 0), ("routing", 10), ("routing", 50), ("routing", 100), ("routed", 100)]
+
+
+async def test_an_error_rate_mid_plan_puts_traffic_back_and_stops_the_new(tmp_path: Path) -> None:
+    ex, server, _, router = with_router(tmp_path)
+    await ex.execute(RESTART, spec("v1"), None, "r1")
+    (first,) = server.instances.values()
+    router.bad = {"127.0.0.1:20002": "error rate 30%"}  # the next instance's address
+    with pytest.raises(HealthGateError, match="step 10%: error rate 30%"):
+        await ex.execute(RESTART, spec("v2", image="img:2"), spec("v1"), "r2")
+    assert list(server.instances.values()) == [first]
+    assert router.weights["m"] == {first.address: 100}

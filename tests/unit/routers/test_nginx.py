@@ -1,5 +1,5 @@
-"""traffic.py without nginx: rendering, the weights marker, step plans, access-log verdicts,
-and the switch's abort path (through a recording subclass of NginxUpstream)."""
+"""The nginx router without nginx: rendering, the weights marker, step plans, access-log
+verdicts, and route() (through a recording subclass of NginxUpstream)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from watcher.core.errors import HealthGateError
+from watcher.routers.base import StepPlan
 from watcher.routers.nginx import (
     AccessWindow,
     NginxOptions,
+    NginxRouter,
+    NginxRouterOptions,
     NginxUpstream,
-    StepPlan,
     TrafficError,
     log_format_name,
     read_weights,
     render,
-    switch,
 )
 
 A, B = "127.0.0.1:21000", "127.0.0.1:21001"
@@ -111,42 +111,17 @@ class Recording(NginxUpstream):
             raise TrafficError("nginx -t failed")
 
 
-async def _ok() -> str | None:
-    return None
-
-
-async def test_switch_walks_the_plan_and_ends_on_new_only(tmp_path: Path) -> None:
+async def test_the_router_sets_weights_with_zero_as_backup(tmp_path: Path) -> None:
+    router = NginxRouter(NginxRouterOptions(upstream_file=tmp_path / "{model}.conf",
+                                            upstream="{model}", steps=[10, 100]))
     up = Recording(tmp_path)
-    steps: list[int] = []
-    await switch(up, B, A, StepPlan(steps=[10, 50, 100]), _ok, on_step=steps.append)
-    assert steps == [10, 50, 100]
-    assert up.calls == [({B: 10, A: 90}, [A]), ({B: 50, A: 50}, [A]), ({B: 100}, [A]),
-                        ({B: 100}, None)]
-
-
-async def test_switch_without_old_is_one_apply(tmp_path: Path) -> None:
-    up = Recording(tmp_path)
-    await switch(up, B, None, StepPlan(steps=[10, 100]), _ok)
-    assert up.calls == [({B: 100}, None)]
-
-
-async def test_a_failed_step_check_restores_old_and_raises(tmp_path: Path) -> None:
-    up = Recording(tmp_path)
-    answers = iter([None, "latency 900 ms"])
-
-    async def probe() -> str | None:
-        return next(answers)
-
-    with pytest.raises(HealthGateError, match="step 30%: latency 900 ms"):
-        await switch(up, B, A, StepPlan(steps=[10, 30, 100]), probe)
-    assert up.calls[-1] == ({A: 100}, None)
-
-
-async def test_an_nginx_failure_mid_plan_also_restores_old(tmp_path: Path) -> None:
-    up = Recording(tmp_path, fail_on=2)
-    with pytest.raises(HealthGateError, match="nginx -t failed"):
-        await switch(up, B, A, StepPlan(steps=[10, 30, 100]), _ok)
-    assert up.calls[-1] == ({A: 100}, None)
+    router._upstreams["m"] = up
+    await router.route("m", {B: 10, A: 90})
+    await router.route("m", {B: 100, A: 0})
+    await router.route("m", {B: 100})
+    assert up.calls == [({B: 10, A: 90}, None), ({B: 100}, [A]), ({B: 100}, None)]
+    assert router.plan.steps == [10, 100]
+    assert router.upstream("other").opts.upstream_file == tmp_path / "other.conf"
 
 
 async def test_apply_restores_the_previous_file_when_nginx_refuses(tmp_path: Path) -> None:
@@ -169,7 +144,7 @@ async def test_apply_with_a_missing_binary_is_a_traffic_error(tmp_path: Path) ->
 
 async def test_an_unwritable_upstream_file_is_a_clean_switch_failure(tmp_path: Path) -> None:
     """An OSError writing the file (read-only under ProtectSystem=strict, permissions) is a
-    TrafficError, so the switch fails with HealthGateError and the executor discards the new
+    TrafficError, so the promotion fails (core/promotion.py) and the executor stops the new
     instance; nginx is never asked to reload."""
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
@@ -177,8 +152,6 @@ async def test_an_unwritable_upstream_file_is_a_clean_switch_failure(tmp_path: P
                                     binary="/nonexistent/nginx"))
     with pytest.raises(TrafficError, match="cannot write the nginx upstream file"):
         await up.apply({A: 100})
-    with pytest.raises(HealthGateError, match=r"traffic switch to .* failed: cannot write"):
-        await switch(up, B, A, StepPlan(), _ok)
 
 
 def test_cgroup_dir_finds_the_units_cgroup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

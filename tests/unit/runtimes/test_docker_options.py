@@ -15,9 +15,7 @@ from watcher.runtimes.docker_containers import instance as _instance
 
 
 def options(tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    return {"socket": str(tmp_path / "engine.sock"),
-            "nginx": {"upstream_file": str(tmp_path / "{model}.conf"),
-                      "access_log": str(tmp_path / "access-{model}.log")}, **extra}
+    return {"socket": str(tmp_path / "engine.sock"), **extra}
 
 
 def ctx(tmp_path: Path, env: str = "test") -> PluginContext:
@@ -33,23 +31,24 @@ def test_registered_under_docker() -> None:
     assert load_class("runtime", "docker") is DockerRuntime
 
 
-async def test_defaults_and_templated_nginx_paths(tmp_path: Path) -> None:
-    rt = DockerRuntime.create(options(tmp_path, steps=[5, 10, 30, 60, 100], hold=2), ctx(tmp_path))
-    try:
-        assert rt.opts.plan.steps == [5, 10, 30, 60, 100]
-        assert rt.opts.plan.hold == 2
-        up = rt.upstream("qwen")
-        assert up.opts.upstream == "qwen"
-        assert up.opts.upstream_file == tmp_path / "qwen.conf"
-        assert up.opts.access_log == tmp_path / "access-qwen.log"
-    finally:
-        await rt.aclose()
+def test_the_router_templates_its_nginx_paths_per_model(tmp_path: Path) -> None:
+    router = load_class("router", "nginx").create(
+        {"upstream_file": str(tmp_path / "{model}.conf"), "access_log": str(tmp_path / "access-{model}.log"),
+         "steps": [5, 10, 30, 60, 100], "hold": 2}, ctx(tmp_path))
+    assert router.plan.steps == [5, 10, 30, 60, 100] and router.plan.hold == 2
+    up = router.upstream("qwen")
+    assert up.opts.upstream == "qwen"
+    assert up.opts.upstream_file == tmp_path / "qwen.conf"
+    assert up.opts.access_log == tmp_path / "access-qwen.log"
+    with pytest.raises(SettingsError, match=r"router\.steps"):
+        load_class("router", "nginx").create({"upstream_file": "/x", "steps": [50]}, ctx(tmp_path))
+    with pytest.raises(SettingsError, match=r"runtime\.nginx"):  # traffic is the router's now
+        DockerRuntime.create(options(tmp_path, nginx={"upstream_file": "/x"}), ctx(tmp_path))
 
 
 @pytest.mark.parametrize(("extra", "field"), [
     ({"unknown": 1}, "runtime.unknown"),
     ({"ports": [2000, 1000]}, "runtime"),
-    ({"steps": [50]}, "runtime.steps"),
     ({"registry_auth": {"username": "u"}}, "runtime.registry_auth.password"),
     ({"restart_policy": "sometimes"}, "runtime.restart_policy"),
     ({"start_settle": -1}, "runtime.start_settle"),
@@ -86,10 +85,8 @@ def test_instance_from_labels() -> None:
     labels = {"model-watcher.model": "qwen", "model-watcher.revision": "r7",
               "model-watcher.role": "green", "model-watcher.port": "21001",
               "model-watcher.image": "reg/m@sha256:ab", "model-watcher.version": "v1.2.0"}
-    inst = _instance("qwen", "cid", labels, "127.0.0.1", name="mw-qwen-green", running=True,
-                     weight={"127.0.0.1:21001": 30})
+    inst = _instance("qwen", "cid", labels, "127.0.0.1", name="mw-qwen-green", created=5)
     assert inst.revision == "r7"
-    assert inst.health_url == "http://127.0.0.1:21001"
-    assert inst.info["weight"] == 30
-    assert inst.info["role"] == "green"
-    assert not inst.in_place
+    assert inst.address == "127.0.0.1:21001" and inst.health_url == "http://127.0.0.1:21001"
+    assert inst.artifact == "reg/m@sha256:ab" and inst.name == "mw-qwen-green"
+    assert (inst.role, inst.port, inst.created) == ("green", 21001, 5)
