@@ -55,7 +55,7 @@ class ModelServer:
         """Daemon settings sections wiring this server as target, runtime and health."""
         return {
             "target": {"kind": "http", "url": self.url + "/admin/reload",
-                       "remove_url": self.url + "/admin/models/{name}", "timeout": 5},
+                       "remove_url": self.url + "/admin/models/{model}", "timeout": 5},
             "runtime": {"kind": "command", "start": self.restart_argv(), "health_url": self.url,
                         "timeout": 30},
             "health": {"url": self.url + "/health", "period": 0.1, "failure_threshold": 5,

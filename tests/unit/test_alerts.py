@@ -167,10 +167,9 @@ async def test_delivery_retries_and_never_blocks(tmp_path: Path) -> None:
         bus = daemon.bus
         task = asyncio.create_task(alerts.serve(daemon))
         await asyncio.sleep(0.05)
-        started = time.perf_counter()
-        for i in range(50):
+        for i in range(50):  # enqueue only: emitting never waits for a delivery
             bus.emit(fail(rev=str(i)))
-        assert time.perf_counter() - started < 0.05  # enqueue only
+        assert rx.at("/ding") == []
         deadline = time.monotonic() + 5
         while len(rx.at("/ding")) < 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

@@ -18,6 +18,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from watcher.core.spec import HealthOverride
+from watcher.placeholders import fill
 
 log = logging.getLogger("watcher.core.health")
 
@@ -25,7 +26,7 @@ log = logging.getLogger("watcher.core.health")
 class HealthCheck(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(None, description="probe URL; {name} is replaced by the model name")
+    url: str | None = Field(None, description="probe URL; {model} is replaced by the model name")
     path: str = "/health"
     expected_status: int = 200
     latency_ms: float = 200.0
@@ -45,7 +46,7 @@ class HealthCheck(BaseModel):
         if base_url:
             return base_url.rstrip("/") + self.path
         if self.url:
-            return self.url.replace("{name}", name)
+            return fill(self.url, name)
         return None
 
 

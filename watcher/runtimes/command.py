@@ -4,7 +4,7 @@ For servers managed by a script or a process supervisor. The command restarts in
 a failed restart is repaired by running it again with the previous spec. The spec is written
 to a JSON file first, and the command gets it as `{spec_file}` and in the environment
 (MODEL_WATCHER_SPEC_FILE, MODEL_WATCHER_MODEL, MODEL_WATCHER_REVISION, MODEL_WATCHER_VERSION,
-MODEL_WATCHER_IMAGE); the spec's `runtime.env` is passed through too. Placeholders in the argv: {name} {revision}
+MODEL_WATCHER_IMAGE); the spec's `runtime.env` is passed through too. Placeholders in the argv: {model} {revision}
 {version} {image} {spec_file} {python} (the daemon's own interpreter).
 
 With `unit` set (the daemon as a systemd service), `start` is the server's foreground argv
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from watcher.core.errors import RuntimeStartError
 from watcher.core.spec import ModelSpec
 from watcher.fsutil import write_atomically
+from watcher.placeholders import fill
 from watcher.plugins import PluginContext, parse_options
 from watcher.proc import run_argv
 from watcher.runtimes.base import Instance
@@ -48,7 +49,7 @@ class CommandOptions(BaseModel):
     timeout: float = Field(120.0, gt=0)
     health_url: str | None = Field(None, description="base URL of the restarted server")
     unit: str | None = Field(None, pattern=r"^[A-Za-z0-9:_.{}-]+$", description="transient "
-                             "user service running `start` ({name} replaced), see module doc")
+                             "user service running `start` ({model} replaced), see module doc")
     systemd_run: list[str] = Field(default_factory=lambda: ["systemd-run", "--user",
                                                             "--no-ask-password"], min_length=1)
     systemctl: list[str] = Field(default_factory=lambda: ["systemctl", "--user",
@@ -71,7 +72,7 @@ class CommandRuntime:
 
     async def _run(self, argv: list[str], spec: ModelSpec, revision: str) -> None:
         spec_file = self._spec_file(spec)
-        values = {"name": spec.name, "revision": revision, "version": spec.version,
+        values = {"model": spec.name, "name": spec.name, "revision": revision, "version": spec.version,
                   "image": spec.runtime.image or "", "spec_file": str(spec_file),
                   "python": sys.executable}
         args = [a.format_map(values) for a in argv]
@@ -86,7 +87,7 @@ class CommandRuntime:
         await run_argv(args, seconds=self.options.timeout, error=RuntimeStartError, env=env)
 
     def unit(self, model: str) -> str:
-        return str(self.options.unit).replace("{name}", model).removesuffix(".service") + ".service"
+        return fill(str(self.options.unit), model).removesuffix(".service") + ".service"
 
     async def _run_unit(self, args: list[str], spec: ModelSpec, revision: str,
                         extra: dict[str, str]) -> None:

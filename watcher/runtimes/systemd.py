@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from watcher.core.errors import RuntimeStartError
 from watcher.core.spec import ModelSpec
 from watcher.fsutil import write_atomically
+from watcher.placeholders import fill
 from watcher.plugins import PluginContext, parse_options
 from watcher.proc import run_argv
 from watcher.runtimes.base import Instance
@@ -67,11 +68,11 @@ class SystemdRuntime:
         return None
 
     def unit(self, model: str) -> str:
-        return self.opts.unit.replace("{model}", model)
+        return fill(self.opts.unit, model)
 
     def env_file(self, model: str) -> Path | None:
         f = self.opts.env_file
-        return Path(str(f).replace("{model}", model)) if f is not None else None
+        return Path(fill(str(f), model)) if f is not None else None
 
     async def prepare(self, spec: ModelSpec) -> None:
         props = await self._show(self.unit(spec.name))

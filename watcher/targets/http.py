@@ -23,6 +23,7 @@ from tenacity import (
 
 from watcher.core.errors import TargetError
 from watcher.core.spec import ModelSpec
+from watcher.placeholders import fill
 from watcher.plugins import PluginContext, parse_options
 from watcher.targets.base import unreachable
 
@@ -33,7 +34,7 @@ RETRIED = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemotePr
 
 class HttpOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(description="admin endpoint; {name} is replaced by the model name")
+    url: str = Field(description="admin endpoint; {model} is replaced by the model name")
     remove_url: str | None = Field(None, description="DELETE here when a document is deleted")
     body: Literal["spec", "model"] = "spec"
     timeout: float = Field(30.0, gt=0)
@@ -71,7 +72,7 @@ class HttpTarget:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def apply(self, spec: ModelSpec, previous: ModelSpec | None) -> None:
-        url = self.options.url.replace("{name}", spec.name)
+        url = fill(self.options.url, spec.name)
         body = spec.canonical() if self.options.body == "spec" else spec.canonical()["model"]
         resp = await self._send("POST", url, body)
         if not resp.is_success:
@@ -80,7 +81,7 @@ class HttpTarget:
     async def remove(self, name: str) -> None:
         if self.options.remove_url is None:
             return
-        url = self.options.remove_url.replace("{name}", name)
+        url = fill(self.options.remove_url, name)
         resp = await self._send("DELETE", url)
         if not resp.is_success and resp.status_code != 404:
             raise TargetError(f"DELETE {url}: status {resp.status_code}: {resp.text[:300].strip()}")

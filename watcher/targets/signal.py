@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from watcher.core.errors import TargetError
 from watcher.core.spec import ModelSpec
 from watcher.fsutil import write_atomically
+from watcher.placeholders import fill
 from watcher.plugins import PluginContext, parse_options
 
 
@@ -26,7 +27,7 @@ class SignalOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pidfile: Path
     signal: str = Field("SIGHUP", pattern=r"^SIG[A-Z0-9]+$")
-    spec_file: Path | None = Field(None, description="write the spec here (JSON); {name} allowed")
+    spec_file: Path | None = Field(None, description="write the spec here (JSON); {model} allowed")
     hot_paths: tuple[str, ...] = ("model.",)
 
 
@@ -54,7 +55,7 @@ class SignalTarget:
 
     async def apply(self, spec: ModelSpec, previous: ModelSpec | None) -> None:
         if self.options.spec_file is not None:
-            path = Path(str(self.options.spec_file).replace("{name}", spec.name))
+            path = Path(fill(str(self.options.spec_file), spec.name))
             write_atomically(path, json.dumps(spec.canonical(), indent=2).encode())
         pid = self._pid()
         try:

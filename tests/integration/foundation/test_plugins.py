@@ -112,7 +112,7 @@ async def test_gate_initial_delay(scripted: type[Scripted]) -> None:
 
 async def test_http_target_posts_the_spec_and_accepts_2xx(scripted: type[Scripted]) -> None:
     s = scripted([(204, 0)])
-    target = HttpTarget(HttpOptions(url=s.url + "/admin/{name}/reload"))
+    target = HttpTarget(HttpOptions(url=s.url + "/admin/{model}/reload"))
     await target.apply(SPEC, None)
     await target.aclose()
     assert s.requests == ["POST /admin/m/reload"]

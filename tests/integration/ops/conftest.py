@@ -1,7 +1,8 @@
 """Operations tests: the real daemon subprocess with its API, webhooks, alerts and tracing on.
 
 Every secret these tests configure is registered in SECRETS, and every log file they produce
-in LOGS; tests/integration/ops/test_zz_secrets.py (run last in this directory) greps them all.
+in LOGS; the session fixture below greps them all once the last of them is done (and
+test_secrets.py runs a secret-heavy daemon of its own).
 """
 
 from __future__ import annotations
@@ -137,3 +138,13 @@ def signed(body: bytes, now: float | None = None) -> dict[str, str]:
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)[:3000]
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_ops_log() -> Iterator[None]:
+    """After the session's last ops test: no configured secret in any log file they wrote
+    (an error at teardown names the file and the secret's first characters)."""
+    yield
+    leaks = [(str(p), s[:4] + "...") for p in LOGS if p.exists()
+             for s in SECRETS if s in p.read_text(errors="replace")]
+    assert not leaks, f"secrets in logs: {leaks}"

@@ -20,7 +20,7 @@ def test_restarting_the_daemon_leaves_the_model_server_serving(mw: Service) -> N
     url = f"http://127.0.0.1:{port}"
     mw.settings(
         target={"kind": "http", "url": url + "/admin/reload", "timeout": 5},
-        runtime={"kind": "command", "unit": "model-server-{name}", "health_url": url,
+        runtime={"kind": "command", "unit": "model-server-{model}", "health_url": url,
                  "start": ["/usr/bin/python3", SERVER, "serve", "--port", str(port)], "timeout": 30},
         health={"url": url + "/health", "period": 0.1, "failure_threshold": 30, "latency_ms": 1000})
     rev = mw.publish(doc("v1.0.0", runtime={"env": {"SERVER_FLAVOR": "small"}}))

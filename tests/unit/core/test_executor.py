@@ -15,7 +15,7 @@ from watcher.fakes.servers import FakeRouter, FakeRuntime, FakeServer, FakeTarge
 from watcher.routers.base import StepPlan
 from watcher.settings import Settings
 
-FAST = {"period": 0.001, "failure_threshold": 2, "timeout": 0.1, "url": "fake://{name}/hot"}
+FAST = {"period": 0.001, "failure_threshold": 2, "timeout": 0.1, "url": "fake://{model}/hot"}
 
 
 def spec(version: str, t: float = 0.5, image: str = "img:1") -> ModelSpec:

@@ -90,11 +90,16 @@ async def test_feature_lifecycle(sock: socket.socket, monkeypatch: pytest.Monkey
     monkeypatch.setenv("WATCHDOG_USEC", "100000")  # ping every 50 ms
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     daemon = feature_context(tmp_path)
+    started = time.monotonic()
     task = asyncio.create_task(notify.serve(daemon))
-    await asyncio.sleep(0.3)
-    msgs = drain(sock)
+    msgs: list[dict[str, str]] = []
+    async with asyncio.timeout(10):  # pings keep coming (however loaded the machine is)
+        while sum(m.get("WATCHDOG") == "1" for m in msgs) < 3:
+            await asyncio.sleep(0.01)
+            msgs += drain(sock)
+    elapsed = time.monotonic() - started
     pings = [m for m in msgs if m.get("WATCHDOG") == "1"]
-    assert 3 <= len(pings) <= 9, msgs
+    assert len(pings) <= elapsed / 0.05 + 2, "pinged more often than WATCHDOG_USEC / 2"
     assert not any("READY" in m for m in msgs)
 
     daemon.bus.emit(Event(Kind.SOURCE_UP))
