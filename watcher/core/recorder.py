@@ -17,6 +17,7 @@ from watcher.core.events import EventBus, Message
 from watcher.core.outcome import Action, Outcome, Verdict
 from watcher.core.spec import ModelSpec
 from watcher.core.state import State
+from watcher.observability.tracing import get_tracer
 
 log = logging.getLogger("watcher.core.recorder")
 
@@ -36,7 +37,8 @@ class Recorder:
         outcome commits one; `previous_revision` is the one a rollback moved away from),
         log it, publish it. Returns it, so that callers can `return recorder.record(...)`."""
         try:
-            self._write(outcome, row, spec, previous_revision)
+            with get_tracer().span("commit"):
+                self._write(outcome, row, spec, previous_revision)
         except Exception:
             log.exception("%s@%s: could not record %s in the state database; the outcome is "
                           "logged and published only", outcome.model, outcome.revision,
