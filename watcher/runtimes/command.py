@@ -4,8 +4,9 @@ For servers managed by a script or a process supervisor. The command restarts in
 (`Instance.in_place`), so a failed restart is repaired by running it again with the
 previous spec. The spec is written to a JSON file first, and the command gets it as
 `{spec_file}` and in the environment (MODEL_WATCHER_SPEC_FILE, MODEL_WATCHER_MODEL,
-MODEL_WATCHER_REVISION, MODEL_WATCHER_VERSION, MODEL_WATCHER_IMAGE); the spec's
-`runtime.env` is passed through too. Placeholders in the argv: {name} {revision}
+MODEL_WATCHER_REVISION, MODEL_WATCHER_VERSION, MODEL_WATCHER_IMAGE). The environment is
+`childenv.child_env`: `policy.env.base` + the spec's admitted `runtime.env` + those, never
+the daemon's own environment. Placeholders in the argv: {name} {revision}
 {version} {image} {spec_file} {python} (the daemon's own interpreter).
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from watcher.core.childenv import EnvPolicy, child_env
 from watcher.core.errors import RuntimeStartError
 from watcher.core.spec import ModelSpec
 from watcher.fsutil import write_atomically
@@ -38,13 +39,14 @@ class CommandOptions(BaseModel):
     health_url: str | None = Field(None, description="base URL of the restarted server")
 
 class CommandRuntime:
-    def __init__(self, options: CommandOptions, state_dir: Path) -> None:
+    def __init__(self, options: CommandOptions, state_dir: Path, env_policy: EnvPolicy | None = None) -> None:
         self.options = options
         self.spec_dir = state_dir / "specs"
+        self.env_policy = env_policy or EnvPolicy()
 
     @classmethod
     def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> CommandRuntime:
-        return cls(parse_options(CommandOptions, options, "runtime"), ctx.state_dir)
+        return cls(parse_options(CommandOptions, options, "runtime"), ctx.state_dir, ctx.env_policy)
 
     def _spec_file(self, spec: ModelSpec) -> Path:
         path = self.spec_dir / f"{spec.name}.json"
@@ -57,9 +59,13 @@ class CommandRuntime:
                   "image": spec.runtime.image or "", "spec_file": str(spec_file),
                   "python": sys.executable}
         args = [a.format_map(values) for a in argv]
-        env = {**os.environ, **spec.runtime.env, "MODEL_WATCHER_SPEC_FILE": str(spec_file),
-               "MODEL_WATCHER_MODEL": spec.name, "MODEL_WATCHER_REVISION": revision,
-               "MODEL_WATCHER_VERSION": spec.version, "MODEL_WATCHER_IMAGE": values["image"]}
+        own = {"MODEL_WATCHER_SPEC_FILE": str(spec_file), "MODEL_WATCHER_MODEL": spec.name,
+               "MODEL_WATCHER_REVISION": revision, "MODEL_WATCHER_VERSION": spec.version,
+               "MODEL_WATCHER_IMAGE": values["image"]}
+        try:
+            env = child_env(spec.runtime.env, own, self.env_policy)
+        except ValueError as exc:
+            raise RuntimeStartError(f"{spec.name}: {exc}") from None
         log.info("running %s", args[0], extra={"model": spec.name, "revision": revision})
         await run_argv(args, seconds=self.options.timeout, error=RuntimeStartError, env=env)
 

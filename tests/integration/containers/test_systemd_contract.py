@@ -19,6 +19,7 @@ import yaml
 
 from tests.infra.common import free_port, require_binary, wait_until
 from tests.infra.daemon import DaemonHarness
+from watcher.core.childenv import EnvPolicy
 from watcher.core.spec import ModelSpec
 from watcher.plugins import PluginContext
 from watcher.runtimes.systemd import SystemdRuntime, parse_env, render_env
@@ -73,7 +74,7 @@ def doc(version: str, healthy: bool = True) -> bytes:
 def test_env_file_round_trip() -> None:
     spec = ModelSpec.model_validate({"name": "qwen", "version": "v1.0.0", "model": {"uri": "x"},
                                      "runtime": {"env": {"A": 'say "hi" \\o/'}, "args": ["-v"]}})
-    env = parse_env(render_env(spec, "rev1"))
+    env = parse_env(render_env(spec, "rev1", EnvPolicy(allow=("A",))))
     assert env["A"] == 'say "hi" \\o/'
     assert env["MODEL_WATCHER_REVISION"] == "rev1"
     assert json.loads(env["MODEL_WATCHER_ARGS"]) == ["-v"]
@@ -103,6 +104,7 @@ def test_daemon_restarts_the_unit_and_repairs_a_failed_gate(unit: Unit, tmp_path
         "source": {"kind": "localdir", "path": str(models)},
         "runtime": {"kind": "systemd", **unit.options()},
         "health": {"period": 0.1, "failure_threshold": 20, "latency_ms": 2000},
+        "policy": {"env": {"allow": ["HEALTHY"]}},
     })
     try:
         r1 = publish(doc("v1.0.0"))
