@@ -6,7 +6,9 @@ not a change. Editors that save by rename (vim, most IDEs) or truncate-then-writ
 handled by re-reading the file after any event on it and reporting only content that
 changed; a half-written (empty) file is settled by the reconciler's quiescence window.
 A removed file is reported as a delete, never as an empty document. Hidden files, editor
-swap/backup files and other extensions are ignored.
+swap/backup files and other extensions are ignored. When a model has files with several
+extensions, one rule picks the same one on every path (full read, event, publish): `.yaml`,
+then `.yml`, then `.json`; the others are named in a warning at each full read.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ def key_of(path: Path) -> str | None:
     if name.startswith(".") or name.endswith("~") or path.suffix not in EXTENSIONS:
         return None
     return path.stem
+
+
+def _preference(path: Path) -> tuple[str, int, str]:
+    """Sort key: per model, the file the EXTENSIONS order prefers comes first."""
+    rank = EXTENSIONS.index(path.suffix) if path.suffix in EXTENSIONS else len(EXTENSIONS)
+    return path.stem, rank, path.name
 
 
 #: Events that can change content. Opens and read-only closes are ignored: reading a file
@@ -102,7 +110,7 @@ class LocalDirSource:
 
     def _files(self) -> dict[str, Path]:
         out: dict[str, Path] = {}
-        for path in sorted(self.root.iterdir()):
+        for path in sorted(self.root.iterdir(), key=_preference):
             key = key_of(path)
             if key and path.is_file():
                 if key in out:
