@@ -7,7 +7,8 @@ one-line DocumentError, never in another exception, never in unbounded memory or
     bytes      checked by the caller (spec.parse_document: reconcile.max_document_bytes)
     depth      at most MAX_DEPTH nested collections, refused while composing, before the
                recursive composer/constructor or json's C scanner can recurse further
-    nodes      at most MAX_NODES scalars + collections (YAML: counted while composing)
+    nodes      at most MAX_NODES scalars + collections, counted while composing (YAML)
+               or by a linear pre-scan (JSON), before anything is built
     aliases    refused (`*name`): an alias bomb expands 9^n fold later (pydantic, JSON dumps);
                anchors alone are harmless and allowed; merge keys (`<<`) are refused
     keys       strings only, each at most once (Kubernetes-style strict decoding)
@@ -39,7 +40,7 @@ from watcher.core.errors import DocumentError
 from watcher.core.grammar import check_json_value
 
 MAX_DEPTH = 32
-MAX_NODES = 10_000
+MAX_NODES = 5_000
 _MAX_NUMBER_TEXT = 64  # an int64 has 20 characters; anything longer is not a number we take
 _INT64 = 2**63
 _MERGE = "tag:yaml.org,2002:merge"
@@ -186,16 +187,26 @@ def load_yaml(text: str, loader: type[Any] | None = None) -> Any:
 
 # -- JSON ---------------------------------------------------------------------------------
 
-_OUTSIDE = re.compile(r'[\[\]{}"]')
+_OUTSIDE = re.compile(r'[\[\]{}",]')
 _INSIDE = re.compile(r'["\\]')
 
 
-def json_depth(text: str, limit: int) -> None:
-    """Refuse nesting deeper than `limit` before json's recursive scanner sees it (linear)."""
+def json_depth(text: str, limit: int, max_values: int | None = None) -> None:
+    """Refuse nesting deeper than `limit` (and more than `max_values` values) before json's
+    recursive scanner sees the text or builds anything. Linear, and it stops at the first
+    excess, so its cost is bounded by the limits, not by the text: values are counted as
+    containers + commas + 1 outside strings (exact when no container is empty)."""
     depth = pos = 0
+    values = 1
     while (m := _OUTSIDE.search(text, pos)) is not None:
         pos = m.end()
         char = m.group()
+        if char in ",[{":
+            values += 1
+            if max_values is not None and values > max_values:
+                raise DocumentError(f"document has more than {max_values} values (character {m.start()})")
+            if char == ",":
+                continue
         if char == '"':
             while (s := _INSIDE.search(text, pos)) is not None:
                 pos = s.end() + (1 if s.group() == "\\" else 0)
@@ -238,7 +249,7 @@ def _float(text: str) -> float:
 
 def load_json(text: str) -> Any:
     """One JSON value: depth-bounded, duplicate keys and NaN/Infinity refused."""
-    json_depth(text, MAX_DEPTH)
+    json_depth(text, MAX_DEPTH, MAX_NODES)
     try:
         value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant,
                            parse_int=_int, parse_float=_float)

@@ -17,6 +17,7 @@ SMOKE = [
     ("scale", ["--source", "localdir", "--models", "10", "--publishes", "100"], "burst across many models"),
     ("fanout", ["--daemons", "3"], "fan-out: 3 daemons"),
     ("availability", [], "availability during updates"),
+    ("hostile", ["--repeat", "1"], "hostile documents vs a valid one"),
 ]
 
 

@@ -77,7 +77,7 @@ def test_valid_yaml_gives_plain_json_values(cls: type[Any]) -> None:
     ("a: [1, 2\n", "invalid YAML"),
     ("a: " + "[" * 40 + "]" * 40 + "\n", "deeper than 32"),
     ("a: " + "[" * 5000 + "\n", "deeper than 32|maximum nesting depth"),
-    ("a:\n" + "".join(f"  - {i}\n" for i in range(10_001)), "more than 10000 values"),
+    ("a:\n" + "".join(f"  - {i}\n" for i in range(5_001)), "more than 5000 values"),
 ])
 def test_hostile_yaml_is_refused(cls: type[Any], text: str, reason: str) -> None:
     with pytest.raises(DocumentError, match=reason) as err:
@@ -105,13 +105,21 @@ def test_the_alias_bomb_is_refused_at_the_first_alias(cls: type[Any]) -> None:
     ('{"a": "\\udc00"}', "control character"),
     ("[" * 100_000, "deeper than 32"),
     ('{"a": ' * 33 + "1" + "}" * 33, "deeper than 32"),
-    ('{"a": [' + ",".join(["0"] * 10_001) + "]}", "more than 10000 values"),
+    ('{"a": [' + ",".join(["0"] * 5_001) + "]}", "more than 5000 values"),
     ('{"a": "unterminated', "invalid JSON"),
     ('{"a": 1} {"b": 2}', "invalid JSON"),
 ])
 def test_hostile_json_is_refused(text: str, reason: str) -> None:
     with pytest.raises(DocumentError, match=reason):
         loader.load_json(text)
+
+
+def test_json_value_count_is_exact_at_the_limit() -> None:
+    doc = '{"a": [' + ",".join(["0"] * (loader.MAX_NODES - 2)) + ']}'  # object + list + items
+    assert len(loader.load_json(doc)["a"]) == loader.MAX_NODES - 2
+    with pytest.raises(DocumentError, match="more than"):
+        loader.load_json('{"a": [' + ",".join(["0"] * (loader.MAX_NODES - 1)) + ']}')
+    assert loader.load_json('{"s": "' + "," * 100_000 + '"}')["s"].startswith(",")  # not values
 
 
 def test_json_depth_scan_ignores_brackets_inside_strings() -> None:
