@@ -47,7 +47,7 @@ KINDS: dict[str, Callable[[int], bytes]] = {
     "nesting 260,000 deep (JSON)": lambda i: _fill(f'{{"v": {i}, "x": ', "[", ""),
     "nesting 260,000 deep (YAML flow)": lambda i: _fill(f"v: {i}\nx: ", "[", ""),
     "one 256 KiB string (valid doc)": lambda i: (HEAD.format(i=i) + "  parameters:\n    prompt: '"
-                                                 + "x" * (LIMIT - 200) + "'\n").encode(),
+                                                 + "abcdefghij"[i % 10] * (LIMIT - 200) + "'\n").encode(),
 }
 BASELINE = "one 256 KiB string (valid doc)"
 

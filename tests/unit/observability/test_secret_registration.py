@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.observability.logs import JsonFormatter, TextFormatter, register_secrets_in
+from watcher.observability.logs import JsonFormatter, TextFormatter
 from watcher.settings import load_settings
 
 SECRETS = {
@@ -47,6 +47,8 @@ def test_source_passwords_and_target_tokens_are_masked(tmp_path: Path, source: s
 
 
 def test_only_secret_names_are_registered() -> None:
+    from watcher.observability.logs import register_secrets_in
+
     register_secrets_in({"url": "http://plain-url-1e2f", "secret_env": "MW_SECRET_NAME_ONLY",
                          "key_file": "/etc/key-file-path", "headers": {"authorization": "Bearer hdr-9c8d"}})
     out = json.loads(JsonFormatter().format(record(
