@@ -4,7 +4,8 @@
 - a directory: its *manifest*, the text `sha256sum` prints for every regular file under
   it, one `<hex>  <relative/posix/path>\\n` line each, sorted by path; the digest is the
   sha256 of that text. A symlink (to a file or a directory) or any other non-regular entry
-  inside the directory is refused, never followed: a symlinked subdirectory would let its
+  inside the directory is refused (and so is a device or FIFO as the weights themselves:
+  /dev/zero would be hashed forever), never followed: a symlinked subdirectory would let its
   target change without changing the digest, while the server reading the directory follows
   it. Files are opened with O_NOFOLLOW, so a file swapped for a symlink mid-walk is refused
   too.
@@ -48,13 +49,17 @@ def local_path(uri: str) -> Path | None:
 def _hash_file(path: Path, stop: threading.Event, buf: bytearray, *, follow: bool = True) -> str:
     h = hashlib.sha256()
     view = memoryview(buf)
-    flags = os.O_RDONLY | (0 if follow else os.O_NOFOLLOW)
+    # O_NONBLOCK: opening a FIFO must not block the thread forever (it is refused just below).
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise VerificationError(f"{path} is a symlink; weights directories may hold none") from None
         raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)  # a device (/dev/zero never ends), FIFO or socket
+        raise VerificationError(f"{path} is not a regular file or directory")
     with os.fdopen(fd, "rb", buffering=0) as f:
         while True:
             if stop.is_set():

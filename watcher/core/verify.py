@@ -159,7 +159,10 @@ def _check_location(what: str, uri: str, roots: list[Path]) -> None:
 
 
 def _check_root(path: Path, roots: list[Path], what: str) -> Path:
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+        raise VerificationError(f"{what} {str(path)[:200]} cannot be resolved: {exc}") from None
     if roots and not any(resolved.is_relative_to(r.resolve()) for r in roots):
         raise VerificationError(
             f"{what} {path} is outside trust.allowed_roots ({', '.join(map(str, roots))})"
@@ -175,12 +178,12 @@ async def _check_digest(what: str, uri: str, expected: str, trust: TrustSettings
             "paths can be hashed here (set trust.verify_digest = false to leave it to the server)"
         )
     resolved = _check_root(path, trust.allowed_roots, f"{what}.uri")
-    if not resolved.exists():
-        raise VerificationError(f"{what}.uri {uri}: no such file or directory")
     try:
+        if not resolved.exists():
+            raise VerificationError(f"{what}.uri {uri}: no such file or directory")
         actual = await digest_path(resolved)
     except OSError as exc:
-        raise VerificationError(f"{what}.uri {uri}: cannot read: {exc.strerror}") from exc
+        raise VerificationError(f"{what}.uri {uri}: cannot read: {exc.strerror or exc}") from exc
     if actual != expected:
         raise VerificationError(
             f"{what}.sha256 mismatch for {uri}: document says {expected[:12]}..., "

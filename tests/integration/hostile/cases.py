@@ -11,6 +11,7 @@ the root) are created under `root`.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,8 @@ def _files(root: Path) -> tuple[Path, Path]:
     escape = root / "etc-link"
     if not escape.is_symlink():
         escape.symlink_to("/etc", target_is_directory=True)
+        (root / "loop").symlink_to(root / "loop")
+        os.mkfifo(root / "fifo")
     return weights, escape
 
 
@@ -158,6 +161,9 @@ def cases(root: Path) -> list[Case]:
             {"name": "lora", "uri": (escape / "passwd").as_uri()}])), "is outside trust.allowed_roots"),
         Case("symlinked-subdirectory", y(_doc(root, model__uri=weights.as_uri(), model__sha256="0" * 64)),
              "shards is a symlink"),
+        Case("weights-symlink-loop", y(_doc(root, model__uri=(root / "loop").as_uri())), "cannot be resolved"),
+        Case("weights-fifo", y(_doc(root, model__uri=(root / "fifo").as_uri(), model__sha256="0" * 64)),
+             "is not a regular file or directory"),
     ]
     names = [c.name for c in out]
     assert len(names) == len(set(names))

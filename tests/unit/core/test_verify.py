@@ -189,6 +189,19 @@ async def test_adapter_digests(tmp_path: Path, weights: Path) -> None:
                                  TrustSettings(require_digest=True))
 
 
+async def test_weights_that_never_end_or_never_resolve_are_refused_promptly(tmp_path: Path) -> None:
+    """Before: a FIFO blocked the hashing thread forever, /dev/zero was hashed forever, a
+    symlink loop raised RuntimeError and a 300-byte name OSError (a dead worker)."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for uri, reason in [((tmp_path / "fifo").as_uri(), "not a regular file"),
+                        ("file:///dev/zero", "not a regular file"),
+                        ((tmp_path / "loop").as_uri(), "cannot be resolved"),
+                        ("/" + "n" * 300, "cannot")]:
+        with pytest.raises(VerificationError, match=reason):
+            await asyncio.wait_for(verify.verify_spec(make_spec(uri, "0" * 64), TrustSettings()), 10)
+
+
 async def test_adapters_resolve_under_allowed_roots_with_or_without_sha256(tmp_path: Path,
                                                                           weights: Path) -> None:
     """Before: only adapters with a sha256 were looked at, so an unpinned adapter could load
