@@ -5,11 +5,12 @@ expected status within `timeout` and under `latency_ms`. `success_threshold` con
 successes pass the gate; `failure_threshold` consecutive failures fail it (so
 `failure_threshold * period` is also the start-up budget of a new instance).
 
-Whatever the thresholds, a gate ends within `deadline` seconds (settings only): alternating
-answers reset both counters, so without it a flapping server could hold an apply (and one of
-`reconcile.max_parallel` slots) forever. A document's `health` overrides are capped by
-`HealthLimits` (`[policy.health]`, checked in admission.py) and can name only a path on the
-instance the settings point at, never a URL.
+Whatever the thresholds, a gate ends within `deadline` seconds (settings only; at least the
+settings' own failure budget): alternating answers reset both counters, so without it a
+flapping server could hold an apply (and one of `reconcile.max_parallel` slots) forever.
+A document's `health` overrides are capped by `HealthLimits` (`[policy.health]`, checked in
+admission.py: by default a budget of at most 60 + 30 x (10 + 10) = 660 s, under the default
+900 s deadline) and can name only a path on the instance the settings point at, never a URL.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from watcher.core.spec import HealthOverride
 
@@ -51,7 +52,15 @@ class HealthCheck(BaseModel):
     timeout: float = 1.0
     success_threshold: int = Field(1, ge=1)
     failure_threshold: int = Field(3, ge=1)
-    deadline: float = Field(300.0, gt=0, description="no gate runs longer, whatever the thresholds")
+    deadline: float = Field(900.0, gt=0, description="no gate runs longer, whatever the thresholds")
+
+    @model_validator(mode="after")
+    def _deadline_covers_the_budget(self) -> HealthCheck:
+        budget = self.initial_delay + self.failure_threshold * (self.period + self.timeout)
+        if budget > self.deadline:
+            raise ValueError(f"deadline ({self.deadline:g}s) is shorter than the gate's own failure "
+                             f"budget (initial_delay + failure_threshold x (period + timeout) = {budget:g}s)")
+        return self
 
     def merged(self, override: HealthOverride | None) -> HealthCheck:
         if override is None:

@@ -126,13 +126,21 @@ async def flapping() -> AsyncIterator[Flapping]:
 
 async def test_a_flapping_server_cannot_hold_the_gate_past_its_deadline(flapping: Flapping) -> None:
     # success_threshold 2 and failure_threshold 2 never reach a verdict on 200/500/200/...
-    check = HealthCheck(period=0.01, timeout=1, success_threshold=2, failure_threshold=2,
+    check = HealthCheck(period=0.01, timeout=0.2, success_threshold=2, failure_threshold=2,
                         latency_ms=1000, deadline=0.5)
     started = time.monotonic()
     result = await gate(flapping.url, check)
     assert not result.ok
     assert "no verdict within its 0.5s deadline" in result.reason
     assert result.probes > 4 and time.monotonic() - started < 5
+
+
+def test_the_deadline_covers_the_settings_own_budget() -> None:
+    with pytest.raises(ValueError, match="shorter than the gate's own failure budget"):
+        HealthCheck(period=5, failure_threshold=120, deadline=300)
+    worst = HealthLimits()
+    budget = worst.initial_delay + worst.failure_threshold * (worst.period + worst.timeout)
+    assert budget <= HealthCheck().deadline  # the default caps fit in the default deadline
 
 
 def test_document_health_cannot_set_the_deadline_or_a_url() -> None:
