@@ -177,6 +177,17 @@ class HealthOverride(_Strict):
     timeout: float | None = Field(None, gt=0)
     success_threshold: int | None = Field(None, ge=1)
     failure_threshold: int | None = Field(None, ge=1)
+    #: Always null. Kept so that specs stored before the rule (`"url": null` in their
+    #: canonical JSON) still load from the state; never dumped again.
+    url: None = Field(None, exclude=True, description="not allowed: use path")
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _no_url(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError("a document cannot choose the probe URL; the probe goes to the "
+                             "instance the settings name (use health.path)")
+        return None
 
 
 class ModelSpec(_Strict):

@@ -133,7 +133,7 @@ def cases(root: Path) -> list[Case]:
         Case("uri-encoded-dotdot", y(_doc(root, model__uri=(root / "%2e%2e" / "etc").as_uri())),
              "has a '..' path segment"),
         Case("health-url", y(_doc(root, health={"url": "http://169.254.169.254/latest/meta-data"})),
-             "health.url: Extra inputs are not permitted"),
+             "health.url: a document cannot choose the probe URL"),
         Case("health-path-host", y(_doc(root, health={"path": "@evil.example/x"})), "health.path"),
         Case("health-year-delay", y(_doc(root, health={"initial_delay": 31_536_000})),
              "health.initial_delay 3.1536e+07 is over the 60"),
