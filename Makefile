@@ -18,7 +18,7 @@ lint: sync
 	uv run --frozen mypy watcher
 
 unit: sync
-	uv run --frozen pytest tests/unit -q
+	uv run --frozen pytest tests/unit tests/fuzz -q
 
 integration: deps sync
 	uv run --frozen pytest tests/integration

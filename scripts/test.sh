@@ -8,4 +8,4 @@ export PATH="$HOME/.local/bin:$PATH"
 uv sync --frozen --all-extras
 uv run --frozen ruff check watcher tests bench examples
 uv run --frozen mypy watcher
-exec uv run --frozen pytest tests/unit tests/integration "$@"
+exec uv run --frozen pytest tests/unit tests/fuzz tests/integration "$@"

@@ -43,7 +43,8 @@ def build(settings: Settings, state: State, bus: EventBus) -> Parts:
     from watcher.core import verify
 
     verify.load_trusted_keys(settings.trust.trusted_keys)  # a bad key fails at start (exit 2)
-    ctx = plugins.PluginContext(state_dir=settings.state_dir, environment=settings.environment)
+    ctx = plugins.PluginContext(state_dir=settings.state_dir, environment=settings.environment,
+                                env_policy=settings.policy.env)
     source = plugins.create("source", settings.source.options(), ctx)
     if not isinstance(source, Source):
         raise plugins.contract_error("source", source, Source)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from watcher.core.childenv import EnvPolicy
 from watcher.core.errors import PluginError, SettingsError
 
 SOURCES: dict[str, str] = {
@@ -51,6 +52,8 @@ class PluginContext:
 
     state_dir: Path
     environment: str
+    #: `[policy.env]`: what runtimes that start host processes let a document set
+    env_policy: EnvPolicy = field(default_factory=EnvPolicy)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("watcher"))
 
 

@@ -22,8 +22,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from watcher.core.childenv import EnvPolicy
 from watcher.core.errors import SettingsError
-from watcher.core.health import HealthCheck
+from watcher.core.health import HealthCheck, HealthLimits
+from watcher.observability.logs import register_secrets_in
 from watcher.plugins import format_validation_error
 
 DEFAULT_PATHS = (Path("/etc/model-watcher/watcher.toml"), Path("config/watcher.toml"))
@@ -47,7 +49,8 @@ class PluginSection(BaseModel):
 class ReconcileSettings(_Section):
     wait_min: float = Field(0.2, ge=0, description="quiescence: quiet time before acting")
     wait_max: float = Field(2.0, ge=0, description="quiescence: act at the latest after this")
-    max_document_bytes: int = Field(256 * 1024, gt=0)
+    #: a document is refused unread above this (docs/security.md: the parser's bounds)
+    max_document_bytes: int = Field(256 * 1024, gt=0, le=4 * 1024 * 1024)
     on_delete: Literal["keep", "unload"] = "keep"
     max_parallel: int = Field(4, ge=1, description="models applied at once (one model server is behind them all)")
     fallback_to_restart: bool = True
@@ -78,6 +81,12 @@ class PolicySettings(_Section):
     )
     allow_downgrade: bool = False
     require_image_digest: bool = False
+    #: what `runtime.env` may set for a process on this host, and the base it starts from
+    env: EnvPolicy = Field(default_factory=EnvPolicy)
+    #: schemes `model.uri` and adapters' uris may use (an absolute path counts as file)
+    uri_schemes: list[str] = Field(default_factory=lambda: ["file", "s3", "gs", "hf", "https"])
+    #: the most a document's `health` overrides may ask for
+    health: HealthLimits = Field(default_factory=HealthLimits)
 
 
 class TrustSettings(_Section):
@@ -181,4 +190,6 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     finally:
         _toml_path.reset(token)
     _loaded_from[id(settings)] = resolved
+    # Passwords and tokens of every plug-in and feature are masked in logs from here on.
+    register_secrets_in(settings.model_dump(mode="python"))
     return settings

@@ -60,4 +60,6 @@ class ModelServer:
                         "timeout": 30},
             "health": {"url": self.url + "/health", "period": 0.1, "failure_threshold": 5,
                        "latency_ms": 1000},
+            # the example server's restart-class knob (a host process: names are allowlisted)
+            "policy": {"env": {"allow": ["SERVER_FLAVOR"]}},
         }

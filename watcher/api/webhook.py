@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from watcher.core.errors import SettingsError, WatcherError
+from watcher.core.errors import DocumentError, SettingsError, WatcherError
+from watcher.core.loader import MAX_DEPTH, json_depth
 from watcher.core.spec import NAME_PATTERN
 from watcher.observability.logs import register_secret
 from watcher.plugins import parse_options
@@ -166,7 +167,11 @@ class Verifier:
 
 def parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        text = body.decode("utf-8")
+        json_depth(text, MAX_DEPTH)  # json's scanner recurses: 64 KiB of '[' was a RecursionError
+        return json.loads(text)
+    except DocumentError as exc:
+        raise Refused(400, f"body is not accepted JSON: {exc.reason}") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise Refused(400, "body is not JSON") from None
 

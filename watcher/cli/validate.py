@@ -1,8 +1,12 @@
 """`model-watcher validate FILE [--environment ENV]`: the daemon's own checks, for CI pipelines.
 
-Exit status 0 when the document would be accepted, 1 with the reasons when not. Checks:
-schema, semver channel policy for the environment, and (with --verify) the weights digest
-and signature, exactly as the daemon runs them.
+Exit status 0 when the document would be accepted, 1 with the one-line reason when not (never
+a traceback). Checks: bounded decoding, schema and each field's grammar, the channel policy
+for the environment and what the settings admit (env names, uri schemes, health caps), and
+with --verify the checks that read this host (allowed roots with symlinks resolved, weights
+digest, signature): `check_document` is the function the daemon's pipeline runs, in the same
+order, so a hostile document gets the same reason here, from `publish` and in the daemon's
+history (tests/unit/test_verdicts.py, tests/integration/hostile/).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("validate", help="check a model document as the daemon would")
     p.add_argument("file", type=Path)
     p.add_argument("--environment", "-e", help="environment whose policy applies")
-    p.add_argument("--verify", action="store_true", help="also verify weights digest/signature")
+    p.add_argument("--verify", action="store_true",
+                   help="also the checks that read this host: allowed roots, weights digest, signature")
     p.set_defaults(func=run)
 
 

@@ -1,13 +1,18 @@
 """Release policy: which semver channels an environment accepts, and no silent downgrade.
 
-Channels (see spec.Version): `v1.2.0` release, `v1.2.1-hotfix` hotfix, `v1.3.0-dev` dev.
-Which channels each environment accepts is a setting (production: release and hotfix by
-default). A version lower than the applied one is refused unless it comes through `rollback`.
-The full table of verdicts is in docs/trust.md and pinned by tests/unit/test_policy.py.
+Channels (see spec.Version): `v1.2.0` release, `v1.2.1-hotfix` hotfix, `v1.3.0-dev` dev; a
+channel is a whole pre-release (`hotfix`, `hotfix.2`, `rc1`), so `-hotfix-dev` or `-release`
+are the unnamed `pre` channel, which no default environment list accepts. Which channels each
+environment accepts is a setting (production: release and hotfix by default). A version lower
+than the applied one is refused unless it comes through `rollback`. What the host's settings
+let a document ask for (env names, uri schemes, health caps) is admission.py, checked here
+too. The full table of verdicts is in docs/trust.md and pinned by
+tests/unit/core/test_policy.py.
 """
 
 from __future__ import annotations
 
+from watcher.core import admission
 from watcher.core.errors import PolicyError
 from watcher.core.spec import ModelSpec, Version
 from watcher.settings import PolicySettings
@@ -51,11 +56,12 @@ def check(
                 f"image tag {tag!r} is on the {tag_channel!r} channel, which environment "
                 f"{environment!r} does not accept"
             )
+    admission.check(spec, settings)
     if applied is not None and not rollback and not settings.allow_downgrade and version < applied.semver:
         raise PolicyError(
-                f"version {version} is lower than the applied {applied.version}; "
-                "a downgrade goes through `model-watcher rollback`"
-            )
+            f"version {version} is lower than the applied {applied.version}; "
+            "a downgrade goes through `model-watcher rollback`"
+        )
 
 
 def verdict(

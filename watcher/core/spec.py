@@ -2,21 +2,24 @@
 
 Sections say how a change may be applied: `runtime` needs a restart of the model server,
 `model` can be hot-swapped where the server supports it, `metadata` is recorded and never
-acted on. Unknown fields are rejected everywhere so that a typo cannot pass silently.
+acted on. Unknown fields are rejected everywhere so that a typo cannot pass silently, and
+every field is checked for the grammar of where it goes (grammar.py); the text is decoded
+under the bounds of loader.py. What settings allow (env names, uri schemes, health caps) is
+admission.py, called by policy.check.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from functools import total_ordering
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from watcher.core import grammar
 from watcher.core.errors import DocumentError
+from watcher.core.loader import load_text
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 SEMVER = re.compile(
@@ -25,20 +28,29 @@ SEMVER = re.compile(
     r"(?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
 )
 DEFAULT_MAX_BYTES = 256 * 1024
+#: a channel is the whole pre-release: a word, optional digits, optional numeric identifiers
+CHANNEL = re.compile(r"(?P<word>[A-Za-z]+)[0-9]*(?:\.[0-9]+)*")
+#: what `model.parameters` (sent to servers as JSON) may hold
+MAX_PARAMETER_DEPTH = 8
+MAX_PARAMETER_VALUES = 2_000
+MAX_MAP_ENTRIES = 256  # env, labels, ports, metrics, adapters
 
 
 @total_ordering
 class Version:
     """A semantic version as the documents use it: `v1.2.0`, `v1.2.1-hotfix`, `v1.3.0-dev`.
 
-    The channel is `release` without a pre-release part, else the pre-release's first
-    identifier (`hotfix`, `dev`, `rc` ...). Ordering follows semver 2.0 precedence.
+    The channel is `release` without a pre-release part; else the pre-release's word when
+    the WHOLE pre-release is that word with optional digits and numeric identifiers
+    (`hotfix`, `hotfix2`, `hotfix.2`, `rc1`, `dev.20261128`); anything else (`hotfix-dev`,
+    `dev.hotfix`, `1`, and `release` itself) is the unnamed `pre` channel. Ordering follows
+    semver 2.0 precedence.
     """
 
     __slots__ = ("build", "major", "minor", "patch", "pre", "text")
 
     def __init__(self, text: str) -> None:
-        m = SEMVER.match(text)
+        m = SEMVER.match(text) if len(text) <= 128 else None
         if m is None:
             raise ValueError(
                 f"version {text!r} is not semver (expected e.g. v1.2.0, v1.2.1-hotfix, v1.3.0-dev)"
@@ -52,8 +64,9 @@ class Version:
     def channel(self) -> str:
         if not self.pre:
             return "release"
-        head = re.split(r"[^A-Za-z]", self.pre[0])[0].lower()
-        return head or "pre"
+        m = CHANNEL.fullmatch(".".join(self.pre))
+        word = m["word"].lower() if m else "pre"
+        return "pre" if word == "release" else word
 
     def _key(self) -> tuple[Any, ...]:
         # A version without pre-release ranks above any of its pre-releases (semver 11.3).
@@ -77,53 +90,86 @@ class Version:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _label(key: str) -> str:
+    if not 0 < len(key) <= 128 or key.startswith("model-watcher."):
+        raise ValueError(f"label {key[:40]!r} must be 1-128 characters, not under model-watcher.")
+    return grammar.text(key, f"label {key[:40]!r}", one_line=True)
+
+
+def _json_map(value: dict[str, Any]) -> dict[str, Any]:
+    grammar.check_json_value(value, max_depth=MAX_PARAMETER_DEPTH + 1, max_nodes=MAX_PARAMETER_VALUES)
+    return value
+
+
+Text = Annotated[str, Field(max_length=4096), AfterValidator(grammar.text)]
+Line = Annotated[str, Field(max_length=1024), AfterValidator(lambda v: grammar.text(v, one_line=True))]
+EnvName = Annotated[str, AfterValidator(grammar.env_name)]
+EnvValue = Annotated[str, Field(max_length=32 * 1024), AfterValidator(grammar.env_value)]
+Argument = Annotated[str, Field(max_length=32 * 1024), AfterValidator(grammar.argument)]
+Port = Annotated[int, Field(strict=True), AfterValidator(grammar.port)]
+PortName = Annotated[str, AfterValidator(grammar.port_name)]
+LabelKey = Annotated[str, AfterValidator(_label)]
+Uri = Annotated[str, AfterValidator(grammar.uri)]
+Labels = Annotated[dict[LabelKey, Line], Field(max_length=MAX_MAP_ENTRIES)]
 
 
 class RuntimeSection(_Strict):
     """Restart-class settings: any change here needs a new model server process/container."""
 
-    image: str | None = Field(None, description="Container image, e.g. 127.0.0.1:5000/dify/model-server:v1.2.0")
-    env: dict[str, str] = Field(default_factory=dict)
-    args: list[str] = Field(default_factory=list)
-    ports: dict[str, int] = Field(default_factory=dict, description="container port name -> port")
-    labels: dict[str, str] = Field(default_factory=dict)
+    image: Annotated[str, AfterValidator(grammar.image_reference)] | None = Field(
+        None, description="Container image, e.g. 127.0.0.1:5000/dify/model-server:v1.2.0")
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=MAX_MAP_ENTRIES,
+                                         description="names admitted by policy.env.allow")
+    args: list[Argument] = Field(default_factory=list, max_length=MAX_MAP_ENTRIES)
+    ports: dict[PortName, Port] = Field(default_factory=dict, max_length=MAX_MAP_ENTRIES,
+                                        description="container port name -> port")
+    labels: Labels = Field(default_factory=dict)
 
 
 class Adapter(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-    uri: str
+    uri: Uri
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 class ModelSection(_Strict):
     """Hot-class settings: swapped into the running server through its API where it can."""
 
-    uri: str = Field(description="Where the weights live: file:///..., s3://..., a registry ref")
+    uri: Uri = Field(description="Where the weights live: file:///..., s3://... (policy.uri_schemes)")
     sha256: str | None = Field(
         None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the weights file or manifest"
     )
-    signature: str | None = Field(None, description="base64 ed25519 signature over the sha256 digest")
-    implementation: str | None = Field(None, description="server runtime class, e.g. mlserver_sklearn.SKLearnModel")
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    adapters: list[Adapter] = Field(default_factory=list)
+    signature: Annotated[str, AfterValidator(grammar.text)] | None = Field(
+        None, max_length=256, description="base64 ed25519 signature over the sha256 digest")
+    implementation: Annotated[str, AfterValidator(grammar.python_path)] | None = Field(
+        None, description="server runtime class, e.g. mlserver_sklearn.SKLearnModel")
+    parameters: Annotated[dict[str, Any], AfterValidator(_json_map)] = Field(
+        default_factory=dict, description="sent to the server as JSON: finite numbers, bounded size")
+    adapters: list[Adapter] = Field(default_factory=list, max_length=MAX_MAP_ENTRIES)
 
 
 class Metadata(_Strict):
     """Recorded in history and shown by `history`; never acted on."""
 
-    model_id: str | None = None
-    training_data_version: str | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
+    model_id: Line | None = None
+    training_data_version: Line | None = None
+    metrics: dict[Line, float] = Field(default_factory=dict, max_length=MAX_MAP_ENTRIES)
     created_at: datetime | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
 
 
 class HealthOverride(_Strict):
-    """Per-model overrides of the daemon's health gate settings."""
+    """Per-model overrides of the daemon's health gate, capped by `[policy.health]`.
 
-    path: str | None = Field(None, description="path appended to the instance's base URL")
-    url: str | None = None
+    Only a path: the probe always goes to the instance the settings (or the runtime) name,
+    so a document cannot make the daemon probe a URL of its choosing.
+    """
+
+    path: Annotated[str, AfterValidator(grammar.health_path)] | None = Field(
+        None, description="path appended to the instance's base URL")
     expected_status: int | None = Field(None, ge=100, le=599)
     latency_ms: float | None = Field(None, gt=0)
     initial_delay: float | None = Field(None, ge=0)
@@ -131,13 +177,24 @@ class HealthOverride(_Strict):
     timeout: float | None = Field(None, gt=0)
     success_threshold: int | None = Field(None, ge=1)
     failure_threshold: int | None = Field(None, ge=1)
+    #: Always null. Kept so that specs stored before the rule (`"url": null` in their
+    #: canonical JSON) still load from the state; never dumped again.
+    url: None = Field(None, exclude=True, description="not allowed: use path")
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _no_url(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError("a document cannot choose the probe URL; the probe goes to the "
+                             "instance the settings name (use health.path)")
+        return None
 
 
 class ModelSpec(_Strict):
     """One model's published configuration."""
 
     name: str = Field(pattern=NAME_PATTERN)
-    version: str
+    version: str = Field(max_length=128)
     runtime: RuntimeSection = Field(default_factory=RuntimeSection)
     model: ModelSection
     metadata: Metadata = Field(default_factory=Metadata)
@@ -183,7 +240,7 @@ def parse_document(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, key: str |
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DocumentError(f"document is not UTF-8 text (byte {exc.start})") from None
-    data = _load(text)
+    data = load_text(text)
     if not isinstance(data, dict):
         raise DocumentError(f"document must be a mapping, got {_kind(data)}")
     try:
@@ -195,21 +252,6 @@ def parse_document(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, key: str |
     if key is not None and spec.name != key:
         raise DocumentError(f"name {spec.name!r} does not match the document key {key!r}")
     return spec
-
-
-def _load(text: str) -> Any:
-    if text.lstrip().startswith(("{", "[")):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DocumentError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise DocumentError(f"invalid YAML{where}: {problem}") from None
 
 
 def _kind(value: Any) -> str:

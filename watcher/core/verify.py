@@ -1,11 +1,6 @@
 """Trust in what is swapped in: the weights' sha256 and an ed25519 signature over it.
 
-What is hashed (see docs/trust.md):
-- a file: its bytes;
-- a directory: its *manifest*, the text `sha256sum` prints for every regular file under
-  it, one `<hex>  <relative/posix/path>\\n` line each, sorted by path; the digest is the
-  sha256 of that text. Hashing streams 1 MiB chunks in a worker thread, so a multi-GB
-  file costs no memory and does not block the event loop.
+What is hashed: digest.py (a file's bytes, or a directory's manifest; symlinks refused).
 
 What is signed: the 64 lowercase hex characters of `model.sha256`, as ASCII bytes.
 `model.signature` is the base64 of the 64-byte ed25519 signature over them.
@@ -17,19 +12,22 @@ refusal raises VerificationError with a one-line reason; nothing here touches a 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
 import logging
-import os
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
+from watcher.core.digest import CHUNK as CHUNK
+from watcher.core.digest import _Cancelled as _Cancelled
+from watcher.core.digest import digest_path
+from watcher.core.digest import digest_path_sync as digest_path_sync
+from watcher.core.digest import local_path as local_path
+from watcher.core.digest import manifest_lines as manifest_lines
 from watcher.core.errors import SettingsError, VerificationError
 from watcher.core.spec import ModelSpec
 from watcher.settings import TrustSettings
@@ -40,13 +38,6 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger("watcher.core.verify")
-
-CHUNK = 1024 * 1024
-
-
-class _Cancelled(Exception):
-    """The awaiting task was cancelled; the worker thread stops at the next chunk."""
-
 
 @dataclass(frozen=True)
 class TrustedKey:
@@ -161,78 +152,26 @@ def check_signature(digest: str, signature_b64: str, keys: list[TrustedKey]) -> 
 # -- digests ------------------------------------------------------------------------------
 
 
-def local_path(uri: str) -> Path | None:
-    """The local path of a file:// URI or an absolute path; None for remote schemes."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            return None
-        return Path(unquote(parsed.path))
-    if parsed.scheme == "" and uri.startswith("/"):
-        return Path(uri)
-    return None
-
-
 def _is_relative_path(uri: str) -> bool:
     return urlparse(uri).scheme == "" and not uri.startswith("/")
 
 
-def _hash_file(path: Path, stop: threading.Event, buf: bytearray) -> str:
-    h = hashlib.sha256()
-    view = memoryview(buf)
-    with path.open("rb", buffering=0) as f:
-        while True:
-            if stop.is_set():
-                raise _Cancelled
-            n = f.readinto(view)
-            if not n:
-                break
-            h.update(view[:n])
-    return h.hexdigest()
-
-
-def manifest_lines(root: Path, stop: threading.Event | None = None) -> list[str]:
-    """`<sha256>  <relative posix path>` for every regular file under `root`, path-sorted.
-
-    Symlinked files are hashed by their content, but must stay inside `root`.
-    """
-    stop = stop or threading.Event()
-    buf = bytearray(CHUNK)
-    real_root = root.resolve()
-    files: list[tuple[str, Path]] = []
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            p = Path(dirpath, name)
-            if not p.is_file():
-                continue
-            if p.is_symlink() and not p.resolve().is_relative_to(real_root):
-                raise VerificationError(f"{p} is a symlink leading out of {root}")
-            files.append((p.relative_to(root).as_posix(), p))
-    files.sort()
-    return [f"{_hash_file(p, stop, buf)}  {rel}\n" for rel, p in files]
-
-
-def digest_path_sync(path: Path, stop: threading.Event | None = None) -> str:
-    """sha256 of a file's bytes, or of a directory's manifest text."""
-    stop = stop or threading.Event()
-    if path.is_dir():
-        text = "".join(manifest_lines(path, stop))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return _hash_file(path, stop, bytearray(CHUNK))
-
-
-async def digest_path(path: Path) -> str:
-    """`digest_path_sync` in a worker thread; cancelling stops the thread at the next chunk."""
-    stop = threading.Event()
-    try:
-        return await asyncio.to_thread(digest_path_sync, path, stop)
-    except asyncio.CancelledError:
-        stop.set()
-        raise
+def _check_location(what: str, uri: str, roots: list[Path]) -> None:
+    local = local_path(uri)
+    if local is not None:
+        _check_root(local, roots, what)
+    elif roots and _is_relative_path(uri):
+        raise VerificationError(
+            f"{what} {uri!r} is a relative path, which trust.allowed_roots cannot "
+            "vouch for; use file:// or an absolute path"
+        )
 
 
 def _check_root(path: Path, roots: list[Path], what: str) -> Path:
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+        raise VerificationError(f"{what} {str(path)[:200]} cannot be resolved: {exc}") from None
     if roots and not any(resolved.is_relative_to(r.resolve()) for r in roots):
         raise VerificationError(
             f"{what} {path} is outside trust.allowed_roots ({', '.join(map(str, roots))})"
@@ -249,12 +188,12 @@ async def _check_digest(what: str, uri: str, expected: str, trust: TrustSettings
             "oci, http, https, s3); set trust.verify_digest = false to leave it to the server"
         )
     resolved = _check_root(path, trust.allowed_roots, f"{what}.uri")
-    if not resolved.exists():
-        raise VerificationError(f"{what}.uri {uri}: no such file or directory")
     try:
+        if not resolved.exists():
+            raise VerificationError(f"{what}.uri {uri}: no such file or directory")
         actual = await digest_path(resolved)
     except OSError as exc:
-        raise VerificationError(f"{what}.uri {uri}: cannot read: {exc.strerror}") from exc
+        raise VerificationError(f"{what}.uri {uri}: cannot read: {exc.strerror or exc}") from exc
     if actual != expected:
         raise VerificationError(
             f"{what}.sha256 mismatch for {uri}: document says {expected[:12]}..., "
@@ -300,14 +239,10 @@ async def verify_spec(spec: ModelSpec, trust: TrustSettings, *,
         else:
             log.warning("%s: model.signature not checked: no trusted keys configured", spec.name)
 
-    local = local_path(model.uri)
-    if local is not None:
-        _check_root(local, trust.allowed_roots, "model.uri")
-    elif trust.allowed_roots and _is_relative_path(model.uri):
-        raise VerificationError(
-            f"model.uri {model.uri!r} is a relative path, which trust.allowed_roots cannot "
-            "vouch for; use file:// or an absolute path"
-        )
+    # Every local uri, with or without a digest, must resolve (symlinks resolved) under the
+    # allowed roots: an adapter without sha256 is still loaded by the server.
+    for what, uri in [("model.uri", model.uri), *((f"adapter {a.name} uri", a.uri) for a in model.adapters)]:
+        _check_location(what, uri, trust.allowed_roots)
 
     remote = staged or (lambda _uri: False)
     checked = False

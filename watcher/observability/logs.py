@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 STABLE_KEYS = ("model", "revision", "version", "reason", "plan", "trace_id", "source", "outcome")
@@ -21,6 +23,32 @@ def register_secret(value: str | None) -> None:
     """Mask `value` in every log line from now on (passwords, tokens, HMAC keys)."""
     if value and len(value) >= 4:
         _secrets.add(value)
+
+
+#: option names whose values are secrets (etcd/Nacos `password`, targets' `token`, webhook
+#: `secret`, `bearer_token`, `api_key`, `secret_key`, `authorization` headers...). Names that
+#: only point at a secret (`*_env`, `*_file`, `*_path`) hold no secret themselves.
+SECRET_NAME = re.compile(r"(?i)(passw(or)?d|token|secret|api[_-]?key|access[_-]?key|credential"
+                         r"|authorization|private[_-]?key)(?!.*_(env|file|path)$)")
+
+
+def register_secrets_in(tree: Any, *, under_secret: bool = False) -> None:
+    """Register every secret value in a settings tree (dicts, lists, SecretStr leaves).
+
+    Called once per settings load (start and SIGHUP), so a plug-in cannot forget to mask its
+    password: the rule is the option's name, not the plug-in's code.
+    """
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            register_secrets_in(value, under_secret=under_secret or bool(SECRET_NAME.search(str(key))))
+    elif isinstance(tree, list | tuple):
+        for value in tree:
+            register_secrets_in(value, under_secret=under_secret)
+    elif hasattr(tree, "get_secret_value"):
+        secret = tree.get_secret_value()
+        register_secret(secret if isinstance(secret, str) else None)
+    elif under_secret and isinstance(tree, str):
+        register_secret(tree)
 
 
 def redact(text: str) -> str:

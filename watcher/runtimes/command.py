@@ -4,7 +4,9 @@ For servers managed by a script or a process supervisor. The command restarts in
 a failed restart is repaired by running it again with the previous spec. The spec is written
 to a JSON file first, and the command gets it as `{spec_file}` and in the environment
 (MODEL_WATCHER_SPEC_FILE, MODEL_WATCHER_MODEL, MODEL_WATCHER_REVISION, MODEL_WATCHER_VERSION,
-MODEL_WATCHER_IMAGE); the spec's `runtime.env` is passed through too. Placeholders in the argv: {model} {revision}
+MODEL_WATCHER_IMAGE). The environment is `childenv.child_env`: `policy.env.base` + the spec's
+admitted `runtime.env` + those, never the daemon's own environment. Placeholders in the argv:
+{model} {revision}
 {version} {image} {spec_file} {python} (the daemon's own interpreter).
 
 With `unit` set (the daemon as a systemd service), `start` is the server's foreground argv
@@ -30,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from watcher.core.childenv import EnvPolicy, child_env
 from watcher.core.errors import RuntimeStartError
 from watcher.core.spec import ModelSpec
 from watcher.fsutil import write_atomically
@@ -57,13 +60,14 @@ class CommandOptions(BaseModel):
 
 
 class CommandRuntime:
-    def __init__(self, options: CommandOptions, state_dir: Path) -> None:
+    def __init__(self, options: CommandOptions, state_dir: Path, env_policy: EnvPolicy | None = None) -> None:
         self.options = options
         self.spec_dir = state_dir / "specs"
+        self.env_policy = env_policy or EnvPolicy()
 
     @classmethod
     def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> CommandRuntime:
-        return cls(parse_options(CommandOptions, options, "runtime"), ctx.state_dir)
+        return cls(parse_options(CommandOptions, options, "runtime"), ctx.state_dir, ctx.env_policy)
 
     def _spec_file(self, spec: ModelSpec) -> Path:
         path = self.spec_dir / f"{spec.name}.json"
@@ -76,13 +80,16 @@ class CommandRuntime:
                   "image": spec.runtime.image or "", "spec_file": str(spec_file),
                   "python": sys.executable}
         args = [a.format_map(values) for a in argv]
-        extra = {"MODEL_WATCHER_SPEC_FILE": str(spec_file)}
-        if self.options.unit is not None:
-            await self._run_unit(args, spec, revision, extra)
-            return
-        env = {**os.environ, **spec.runtime.env, **extra, "MODEL_WATCHER_MODEL": spec.name,
+        own = {"MODEL_WATCHER_SPEC_FILE": str(spec_file), "MODEL_WATCHER_MODEL": spec.name,
                "MODEL_WATCHER_REVISION": revision, "MODEL_WATCHER_VERSION": spec.version,
                "MODEL_WATCHER_IMAGE": values["image"]}
+        if self.options.unit is not None:
+            await self._run_unit(args, spec, revision, own)
+            return
+        try:
+            env = child_env(spec.runtime.env, own, self.env_policy)
+        except ValueError as exc:
+            raise RuntimeStartError(f"{spec.name}: {exc}") from None
         log.info("running %s", args[0], extra={"model": spec.name, "revision": revision})
         await run_argv(args, seconds=self.options.timeout, error=RuntimeStartError, env=env)
 
@@ -94,7 +101,8 @@ class CommandRuntime:
         """Replace the transient service: stop the old one, start `args` as a new one."""
         unit = self.unit(spec.name)
         env_file = self.spec_dir / f"{spec.name}.env"
-        write_atomically(env_file, render_env(spec, revision, extra).encode(), mode=0o600)
+        write_atomically(env_file, render_env(spec, revision, self.env_policy, extra).encode(),
+                         mode=0o600)
         await self._stop_unit(unit)
         log.info("starting %s as %s", args[0], unit, extra={"model": spec.name, "revision": revision})
         try:

@@ -8,7 +8,8 @@
 There is only one instance: a failed health gate is repaired by the executor starting the
 previous spec again (the restart is in place: no other instance runs beside it).
 
-The unit reads the file with `EnvironmentFile=`; it holds the spec's `runtime.env` plus
+The unit reads the file with `EnvironmentFile=` (written 0600: it may hold secrets; systemd
+reads it as root); it holds the spec's admitted `runtime.env` (childenv.py) plus
 MODEL_WATCHER_MODEL / _VERSION / _REVISION / _IMAGE / _ARGS (args JSON-encoded), so
 `instances()` can tell which revision runs after a daemon restart. `systemctl` is an argv
 prefix, e.g. ["systemctl", "--user"], never a shell.
@@ -32,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from watcher.core.childenv import EnvPolicy, child_env
 from watcher.core.errors import RuntimeStartError
 from watcher.core.spec import ModelSpec
 from watcher.fsutil import write_atomically
@@ -84,7 +86,8 @@ class SystemdRuntime:
         unit = self.unit(spec.name)
         path = self.env_file(spec.name)
         if path is not None:
-            write_atomically(path, render_env(spec, revision).encode(), mode=0o600)  # may hold secrets
+            write_atomically(path, render_env(spec, revision, self.ctx.env_policy).encode(),
+                             mode=0o600)  # may hold secrets
         elif spec.runtime.env or spec.runtime.args:
             log.warning("%s: runtime.env/args given but no env_file is configured; the unit "
                         "restarts with its own settings", spec.name, extra={"model": spec.name})
@@ -132,12 +135,17 @@ class SystemdRuntime:
                               error=RuntimeStartError)
 
 
-def render_env(spec: ModelSpec, revision: str, extra: Mapping[str, str] | None = None) -> str:
-    """EnvironmentFile text: one KEY="value" a line, values quoted for systemd."""
-    values = {**spec.runtime.env,
-              "MODEL_WATCHER_MODEL": spec.name, "MODEL_WATCHER_VERSION": spec.version,
-              "MODEL_WATCHER_REVISION": revision, "MODEL_WATCHER_IMAGE": spec.runtime.image or "",
-              "MODEL_WATCHER_ARGS": json.dumps(spec.runtime.args), **(extra or {})}
+def render_env(spec: ModelSpec, revision: str, policy: EnvPolicy | None = None,
+               extra: Mapping[str, str] | None = None) -> str:
+    """EnvironmentFile text: one KEY="value" a line, values quoted for systemd. The spec's
+    `runtime.env` is admitted by `policy` (watcher/core/childenv.py) first."""
+    own = {"MODEL_WATCHER_MODEL": spec.name, "MODEL_WATCHER_VERSION": spec.version,
+           "MODEL_WATCHER_REVISION": revision, "MODEL_WATCHER_IMAGE": spec.runtime.image or "",
+           "MODEL_WATCHER_ARGS": json.dumps(spec.runtime.args), **(extra or {})}
+    try:
+        values = child_env(spec.runtime.env, own, policy or EnvPolicy(), base=False)
+    except ValueError as exc:
+        raise RuntimeStartError(f"{spec.name}: {exc}") from None
     lines = ["# written by model-watcher before each restart; do not edit"]
     for key, value in values.items():
         if not ENV_NAME.match(key):

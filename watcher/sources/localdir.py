@@ -14,6 +14,10 @@ linearly, which made a burst of 10,000 renames take over a minute (docs/performa
 Here the inotify thread only adds the file name to a set; the event loop takes the whole set
 at once, so a burst costs one read per file that changed. A kernel queue overflow (events
 lost) is a `ResyncNeeded`; the directory itself disappearing is an outage.
+
+When a model has files with several extensions, one rule picks the same one on every path
+(full read, event, publish): `.yaml`, then `.yml`, then `.json`; the others are named in a
+warning at each full read.
 """
 
 from __future__ import annotations
@@ -57,6 +61,12 @@ def key_of(path: Path) -> str | None:
     if name.startswith(".") or name.endswith("~") or path.suffix not in EXTENSIONS:
         return None
     return path.stem
+
+
+def _preference(path: Path) -> tuple[str, int, str]:
+    """Sort key: per model, the file the EXTENSIONS order prefers comes first."""
+    rank = EXTENSIONS.index(path.suffix) if path.suffix in EXTENSIONS else len(EXTENSIONS)
+    return path.stem, rank, path.name
 
 
 class _Inbox:
@@ -126,7 +136,7 @@ class LocalDirSource:
     # -- reading -------------------------------------------------------------------
     def _files(self) -> dict[str, Path]:
         out: dict[str, Path] = {}
-        for path in sorted(self.root.iterdir()):
+        for path in sorted(self.root.iterdir(), key=_preference):
             key = key_of(path)
             if key and path.is_file():
                 if key in out:

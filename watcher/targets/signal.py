@@ -2,7 +2,9 @@
 
 gunicorn reloads its workers on SIGHUP: new workers read the new config while the old ones
 finish their requests, so nothing is dropped. The spec is written atomically (temp file and
-rename) before the signal, so a worker never reads half a file.
+rename) before the signal, so a worker never reads half a file; it is 0600 (the server runs
+as the daemon's user or reads it through a group the operator sets up), since a spec may
+carry tokens in `parameters` or `runtime.env`.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class SignalTarget:
     async def apply(self, spec: ModelSpec, previous: ModelSpec | None) -> None:
         if self.options.spec_file is not None:
             path = Path(fill(str(self.options.spec_file), spec.name))
-            write_atomically(path, json.dumps(spec.canonical(), indent=2).encode())
+            write_atomically(path, json.dumps(spec.canonical(), indent=2).encode(), mode=0o600)
         pid = self._pid()
         try:
             os.kill(pid, self._signal)

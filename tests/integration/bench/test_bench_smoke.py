@@ -18,6 +18,7 @@ SMOKE = [
     ("fanout", ["--daemons", "3"], "fan-out: 3 daemons"),
     ("availability", [], "availability during updates"),
     ("weights", ["--size-mb", "8", "--repeat", "1"], "weights download throughput"),
+    ("hostile", ["--repeat", "1"], "hostile documents vs a valid one"),
 ]
 
 

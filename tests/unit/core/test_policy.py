@@ -32,6 +32,15 @@ TABLE: list[tuple[str, str, str, str, str]] = [
     ("v1.3.0-dev.20261128",  "dev",     R, R, A),
     ("v1.3.0-beta",          "beta",    R, R, A),
     ("v2.0.0-1",             "pre",     R, R, A),
+    # the channel is the WHOLE pre-release: a word that merely starts with a channel name
+    # (or names `release` itself) is the unnamed `pre` channel
+    ("v1.2.1-hotfix-dev",    "pre",     R, R, A),
+    ("v1.2.1-hotfix.dev",    "pre",     R, R, A),
+    ("v1.2.1-hotfixes",      "hotfixes", R, R, A),
+    ("v1.2.1-release",       "pre",     R, R, A),
+    ("v1.2.1-release.1",     "pre",     R, R, A),
+    ("v1.2.1-rc1-hotfix",    "pre",     R, R, A),
+    ("v1.2.1-hotfix.2.dev",  "pre",     R, R, A),
 ]
 
 #: not semver: the document itself is rejected (DocumentError), in every environment

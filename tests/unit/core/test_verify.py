@@ -79,11 +79,38 @@ async def test_directory_digest_is_sha256_of_sorted_sha256sum_manifest(tmp_path:
     assert out == manifest
 
 
-async def test_manifest_refuses_symlink_out_of_the_directory(tmp_path: Path, weights: Path) -> None:
+async def test_manifest_refuses_every_symlink(tmp_path: Path, weights: Path) -> None:
     d = tmp_path / "model"
     d.mkdir()
     (d / "link.bin").symlink_to(weights)
-    with pytest.raises(VerificationError, match="symlink leading out"):
+    with pytest.raises(VerificationError, match=r"link\.bin is a symlink"):
+        await verify.digest_path(d)
+    (d / "link.bin").unlink()
+    (d / "real.bin").write_bytes(b"x")
+    (d / "inner.bin").symlink_to(d / "real.bin")  # even one that stays inside
+    with pytest.raises(VerificationError, match=r"inner\.bin is a symlink"):
+        await verify.digest_path(d)
+
+
+async def test_a_symlinked_subdirectory_cannot_change_behind_the_digest(tmp_path: Path) -> None:
+    """Before: os.walk skipped the linked directory, so its files were not in the manifest
+    and could be swapped without changing the digest, while the server followed the link."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "part-0.bin").write_bytes(b"original")
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_bytes(b"{}")
+    (d / "shards").symlink_to(shards, target_is_directory=True)
+    with pytest.raises(VerificationError, match="shards is a symlink"):
+        await verify.digest_path(d)
+
+
+async def test_special_files_are_refused(tmp_path: Path) -> None:
+    d = tmp_path / "model"
+    d.mkdir()
+    os.mkfifo(d / "pipe")  # opening it would block the hashing thread forever
+    with pytest.raises(VerificationError, match="not a regular file"):
         await verify.digest_path(d)
 
 
@@ -160,6 +187,44 @@ async def test_adapter_digests(tmp_path: Path, weights: Path) -> None:
     with pytest.raises(VerificationError, match="adapters without sha256: a3"):
         await verify.verify_spec(make_spec(weights.as_uri(), sha(weights), adapters=[unpinned]),
                                  TrustSettings(require_digest=True))
+
+
+async def test_weights_that_never_end_or_never_resolve_are_refused_promptly(tmp_path: Path) -> None:
+    """Before: a FIFO blocked the hashing thread forever, /dev/zero was hashed forever, a
+    symlink loop raised RuntimeError and a 300-byte name OSError (a dead worker)."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for uri, reason in [((tmp_path / "fifo").as_uri(), "not a regular file"),
+                        ("file:///dev/zero", "not a regular file"),
+                        ((tmp_path / "loop").as_uri(), "cannot be resolved"),
+                        ("/" + "n" * 300, "cannot")]:
+        with pytest.raises(VerificationError, match=reason):
+            await asyncio.wait_for(verify.verify_spec(make_spec(uri, "0" * 64), TrustSettings()), 10)
+
+
+async def test_adapters_resolve_under_allowed_roots_with_or_without_sha256(tmp_path: Path,
+                                                                          weights: Path) -> None:
+    """Before: only adapters with a sha256 were looked at, so an unpinned adapter could load
+    from anywhere."""
+    root = tmp_path / "root"
+    root.mkdir()
+    inside = root / "adapter.bin"
+    inside.write_bytes(b"lora")
+    trust = TrustSettings(allowed_roots=[root])
+    await verify.verify_spec(make_spec(inside.as_uri(), adapters=[{"name": "ok", "uri": inside.as_uri()}]),
+                             trust)
+    for uri in (weights.as_uri(), str(weights)):
+        with pytest.raises(VerificationError, match=r"adapter evil uri .* is outside trust\.allowed_roots"):
+            await verify.verify_spec(make_spec(inside.as_uri(), adapters=[{"name": "evil", "uri": uri}]),
+                                     trust)
+    escape = root / "escape"
+    escape.symlink_to(weights.parent, target_is_directory=True)  # resolved, then judged
+    with pytest.raises(VerificationError, match="outside"):
+        await verify.verify_spec(make_spec(inside.as_uri(), adapters=[
+            {"name": "evil", "uri": (escape / weights.name).as_uri()}]), trust)
+    with pytest.raises(VerificationError, match="relative path"):
+        await verify.verify_spec(make_spec(inside.as_uri(), adapters=[{"name": "r", "uri": "lora/x"}]),
+                                 trust)
 
 
 async def test_cancel_stops_the_hashing_thread(tmp_path: Path) -> None:
