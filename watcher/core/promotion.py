@@ -5,9 +5,9 @@ have finished), hold the step for its exposure time, then ask the health probe a
 traffic says (error rate, latency: the router's Observation). A reason anywhere puts all
 traffic back on the old instance and raises HealthGateError; the old instance never stopped.
 
-`on_step(percent)` is told after each step is set, so the intent can record the step reached:
-a daemon killed mid-promotion resumes from there, or reverts, as the gate then allows
-(core/recovery.py).
+`on_step(percent)` is told before each step is set, so the intent records the step being
+entered: a daemon killed mid-promotion enters that step again, or reverts, as the gate then
+allows (core/recovery.py).
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ async def promote(router: Router, new: Instance, old: Instance | None, check: Ch
     """Move `new.model`'s traffic from `old` to `new` (steps above `start_at` percent)."""
     assert new.address is not None, "a routed instance has an address"
     if old is None or old.address is None or old.address == new.address:
-        await router.route(new.model, {new.address: 100})
         await on_step(100)
+        await router.route(new.model, {new.address: 100})
         return
     plan = router.plan
     try:
         for pct in (p for p in plan.steps if p > start_at):
-            await router.route(new.model, {new.address: pct, old.address: 100 - pct})
             await on_step(pct)
+            await router.route(new.model, {new.address: pct, old.address: 100 - pct})
             observation = router.observe(new.model)
             if plan.hold:
                 await asyncio.sleep(plan.hold)  # deliberate exposure time, not a readiness wait

@@ -90,7 +90,11 @@ async def _resume(executor: Executor, intent: Intent) -> Instance | None:
     try:
         if reason is not None:
             raise WatcherError(reason)
-        await executor.take_over(spec, new, olds, start_at=step.percent)
+        # enter the recorded step again (it may not have been set, held and checked)
+        start_at = 100 if step.phase == "routed" else max(
+            (p for p in (executor.router.plan.steps if executor.router else []) if p < step.percent),
+            default=0)
+        await executor.take_over(spec, new, olds, start_at=start_at)
     except WatcherError as exc:
         log.warning("%s: not resuming %s (%s); reverting", intent.model, intent.revision,
                     exc.reason, extra={"model": intent.model})
@@ -98,7 +102,7 @@ async def _resume(executor: Executor, intent: Intent) -> Instance | None:
             await restore(executor.router, olds[0])
         await runtime.stop(new)
         return None
-    log.info("%s: resumed %s from %d%% after a stop of the daemon", intent.model,
+    log.info("%s: resumed %s at %d%% after a stop of the daemon", intent.model,
              intent.revision, step.percent, extra={"model": intent.model})
     return new
 

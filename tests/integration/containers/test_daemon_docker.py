@@ -144,7 +144,8 @@ async def test_daemon_killed_mid_promote_converges_after_restart(
         assert e.serving() == "v1.1.0"
         assert list(read_weights(nginx.upstream_file).values()) == [100]
         row = e.daemon.wait_outcome(model, r2, "applied")
-        assert row["reason"] == "resumed after a stop of the daemon"
+        assert row["reason"] == "resumed after a stop of the daemon", [
+            (r["id"], r["revision"], r["outcome"], r["reason"]) for r in e.daemon.history(model)]
         assert e.daemon.count(model, r2) == 1, "the revision was handled once"
     finally:
         e.close()

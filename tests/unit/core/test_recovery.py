@@ -46,12 +46,13 @@ async def killed_at_10_percent(tmp_path: Path) -> tuple[State, Executor, FakeRou
     return state, ex, router, server, buffer, Recorder(state, bus)
 
 
-async def test_a_healthy_new_instance_resumes_from_the_step_reached(tmp_path: Path) -> None:
+async def test_a_healthy_new_instance_resumes_at_the_step_it_was_entering(tmp_path: Path) -> None:
     state, ex, router, server, buffer, recorder = await killed_at_10_percent(tmp_path)
     await recover(state, ex, recorder)
     (serving,) = server.instances.values()
     assert serving.revision == "r2" and router.weights["m"] == {serving.address: 100}
-    assert [w for _, w in router.history][1:] == [  # from 50 %: 10 % was reached before
+    assert [w for _, w in router.history][1:] == [  # 10 % entered again: it may not have been
+        {serving.address: 10, "127.0.0.1:20001": 90},  # set, held and checked before the kill
         {serving.address: 50, "127.0.0.1:20001": 50}, {serving.address: 100, "127.0.0.1:20001": 0},
         {serving.address: 100}]
     (outcome,) = buffer.outcomes

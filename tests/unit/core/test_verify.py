@@ -128,7 +128,9 @@ async def test_tampered_file_rejected(weights: Path) -> None:
     spec = make_spec(weights.as_uri(), sha(weights))
     with weights.open("r+b") as f:
         f.seek(verify.CHUNK + 7)
-        f.write(b"\x00")
+        byte = f.read(1)
+        f.seek(verify.CHUNK + 7)
+        f.write(bytes([byte[0] ^ 0xFF]))  # always a change (a fixed byte matches 1 time in 256)
     with pytest.raises(VerificationError, match="sha256 mismatch"):
         await verify.verify_spec(spec, TrustSettings())
 
