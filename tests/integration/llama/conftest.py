@@ -1,5 +1,6 @@
 """Fixtures for the llama-server tests: tiny GGUF files (session), their reference token ids
-(from a llama-server of the session's own), and one router-mode llama-server per test.
+(from a llama-server of the session's own), and per test a pair of router-mode llama-servers
+behind nginx (the deployment the `llama-server` target swaps through).
 
 The reference server is started with a preset written here (never by the target) holding one
 entry per file/adapter combination, so a test can say "this answer came from model B" by
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.llama import LlamaServer, running_llama
+from tests.infra.llama import RouterPair, running_llama, running_pair
 from tests.infra.llama_models import write_lora, write_model
 
 
@@ -65,6 +66,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory, tiny: Tiny) -> Reference
 
 
 @pytest.fixture
-def llama(tmp_path: Path) -> Iterator[LlamaServer]:
-    with running_llama(tmp_path / "llama", models_max=4) as server:
-        yield server
+def pair(tmp_path: Path) -> Iterator[RouterPair]:
+    with running_pair(tmp_path / "llama", models_max=4) as routers:
+        yield routers
