@@ -155,9 +155,10 @@ class LlamaServerTarget:
             adapters.append(AdapterFile(a.name, str(path), scales[a.name]))
         return Generation(str(staged), tuple(adapters))
 
-    async def _write(self, router: Router, served: Mapping[str, Generation]) -> None:
-        """Write `router`'s preset and have it re-read it."""
-        text = render(served, load_on_startup=self.options.load_on_startup,
+    async def _write(self, router: Router, served: Mapping[str, Generation], serving: bool) -> None:
+        """Write `router`'s preset and have it re-read it. Only the router that serves loads
+        its models when it (re)starts: a standby restarted by a reboot stays empty."""
+        text = render(served, load_on_startup=serving and self.options.load_on_startup,
                       stop_timeout=self.options.stop_timeout)
         try:
             await asyncio.to_thread(write_atomically, router.preset, text.encode())
@@ -185,7 +186,7 @@ class LlamaServerTarget:
     async def _retire(self, router: Router, served: Mapping[str, Generation]) -> None:
         """Bring an idle router's preset up to date and unload everything on it."""
         try:
-            await self._write(router, served)
+            await self._write(router, served, serving=False)
             for name, entry in (await router.api.models()).items():
                 if (entry.get("status") or {}).get("value") in ("loaded", "loading", "sleeping"):
                     await router.api.unload(name)
@@ -197,7 +198,7 @@ class LlamaServerTarget:
         active = self.active()
         standby = next(r for r in self.routers if r is not active)
         try:
-            await self._write(standby, served)
+            await self._write(standby, served, serving=True)
             await self._load_all(standby, served, check)
         except TargetError:
             await self._retire(standby, self.ledger.served)
@@ -258,11 +259,14 @@ class LlamaServerTarget:
             served = {k: v for k, v in self.ledger.served.items() if k != name}
             active = self.active()
             for router in sorted(self.routers, key=lambda r: r is not active):
-                await self._write(router, served)
+                await self._write(router, served, serving=router is active)
             if active is not None:
                 await active.api.wait_gone(name, self.options.load_timeout,
                                            self.options.poll_interval)
-            await asyncio.to_thread(self.ledger.set, name, None, None)
+            try:
+                await asyncio.to_thread(self.ledger.set, name, None, None)
+            except OSError as exc:
+                raise TargetError(f"cannot forget {name}: {exc.strerror}") from exc
             self._forget_files(name, set())
         log.info("%s: unloaded and forgotten by llama-server", name, extra={"model": name})
 
