@@ -81,6 +81,19 @@ def test_bad_options_name_the_field(tmp_path: Path, over: dict[str, Any], field:
     assert field in err.value.reason
 
 
+def test_the_sample_settings_are_valid() -> None:
+    import tomllib
+
+    from watcher.plugins import parse_options
+    from watcher.targets.llama import LlamaServerOptions
+
+    sample = Path(__file__).resolve().parents[3] / "config" / "llama-server.toml.sample"
+    target = dict(tomllib.loads(sample.read_text())["target"])
+    assert target.pop("kind") == "llama-server"
+    opts = parse_options(LlamaServerOptions, target, "target")
+    assert [r.url for r in opts.routers] == ["http://127.0.0.1:8081", "http://127.0.0.1:8082"]
+
+
 def test_models_dir_must_exist(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"target\.models_dir"):
         create("target", options(tmp_path, models_dir=str(tmp_path / "absent")), ctx(tmp_path))
