@@ -50,7 +50,7 @@ class RouterClient:
                     params: dict[str, str] | None = None, seconds: float | None = None) -> httpx.Response:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(RETRIED), stop=stop_after_attempt(self.retries),
-            wait=wait_exponential_jitter(initial=0.1, max=2, jitter=0.1), reraise=True,
+            wait=wait_exponential_jitter(multiplier=0.1, max=2, jitter=0.1), reraise=True,
         )
         what = f"{method} {self.base}{path}"
         try:
