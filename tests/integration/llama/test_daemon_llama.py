@@ -196,9 +196,11 @@ async def test_adapter_added_rescaled_and_removed(env: Env, reference: Reference
     print(f"\nllama adapters: {loop.outcomes.total} chat completions, "
           f"{len(loop.outcomes.failures)} failed, {env.resent} re-sent after a keep-alive close")
     assert loop.outcomes.failures == []
-    runs = [v for i, (_, v) in enumerate(loop.outcomes.values)
-            if i == 0 or v != loop.outcomes.values[i - 1][1]]
-    assert len(runs) == 4 and runs[0] == runs[3] and len(set(runs)) == 3, runs  # base, +1, -1, base
+    # base, then +adapter, then re-scaled, then base again at the end (answers of the old
+    # router may still complete just after the switch, so only first appearances are ordered)
+    seen = loop.outcomes.distinct()
+    assert len(seen) == 3, seen
+    assert all(v == seen[0] for _, v in loop.outcomes.values[-3:])
     for router in (env.pair.blue, env.pair.green):
         assert "lora" not in router.preset.read_text()
 
