@@ -193,20 +193,22 @@ class LlamaServerTarget:
         except TargetError as exc:  # a standby that keeps memory is a warning, not a failure
             log.warning("could not unload the idle router %s: %s", router.addr, exc.reason)
 
-    async def _swap(self, served: dict[str, Generation], check: str | None) -> None:
-        """Load `served` on the standby router, then move nginx to it (see module doc)."""
+    async def _swap(self, served: Mapping[str, Generation], check: str | None,
+                    before: Mapping[str, Generation]) -> None:
+        """Load `served` on the standby router, then move nginx to it (see module doc). On
+        failure the standby is emptied and its preset says `before` again."""
         active = self.active()
         standby = next(r for r in self.routers if r is not active)
         try:
             await self._write(standby, served, serving=True)
             await self._load_all(standby, served, check)
         except TargetError:
-            await self._retire(standby, self.ledger.served)
+            await self._retire(standby, before)
             raise
         try:
             await self.upstream.apply({standby.addr: 100})
         except ApplyError as exc:  # nginx refused or failed: it still points at the old router
-            await self._retire(standby, self.ledger.served)
+            await self._retire(standby, before)
             raise TargetError(f"switching nginx to {standby.addr}: {exc.reason}") from exc
         log.info("nginx: all traffic on router %s%s", standby.addr,
                  f" (was {active.addr})" if active else "")
@@ -218,23 +220,36 @@ class LlamaServerTarget:
         name = spec.name
         async with self._lock:
             new = await self._stage(spec)
-            old = self.ledger.served.get(name)
+            before = dict(self.ledger.served)
+            old = before.get(name)
             active = self.active()
-            if old == new and active is not None:
-                await self._load_all(active, self.ledger.served, name)  # e.g. after a restart
+            if old == new and active is not None and await self._serves(active, name, new):
+                await self._load_all(active, before, name)  # e.g. after a router restart
                 return
             try:
-                await self._swap({**self.ledger.served, name: new}, check=name)
+                await self._swap({**before, name: new}, name, before)
             except TargetError:
                 self._forget_files(name, self._kept(name))
                 raise
+            # recorded only now: a daemon killed before this line finds the old files in the
+            # ledger and swaps again, which converges
             try:
                 await asyncio.to_thread(self.ledger.set, name, new, old)
             except OSError as exc:
-                raise TargetError(f"cannot record what {name} serves: {exc.strerror}") from exc
+                raise TargetError(f"{name}: the new files serve, but recording that in the "
+                                  f"state dir failed: {exc.strerror}") from exc
             self._forget_files(name, self._kept(name))
         log.info("%s: %s serves through nginx as %r", name, spec.version, name,
                  extra={"model": name})
+
+    async def _serves(self, router: Router, name: str, gen: Generation) -> bool:
+        """Whether `router`'s entry for `name` names exactly `gen`'s files (not only the ledger
+        says so: the router's own view, `GET /models` status.preset)."""
+        entry = (await router.api.models()).get(name)
+        preset = str(((entry or {}).get("status") or {}).get("preset") or "")
+        wanted = render({name: gen}, load_on_startup=False, stop_timeout=None).splitlines()
+        lines = {line.strip() for line in preset.splitlines()}
+        return all(line in lines for line in wanted if line.startswith(("model =", "lora-scaled =")))
 
     def _kept(self, name: str) -> set[str]:
         kept: set[str] = set()
