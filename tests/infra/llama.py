@@ -8,7 +8,9 @@ free loopback port; readiness is `GET /health` answering 200, polled with a dead
 
 Helpers speak the server's own API: `tokens(model)` asks `/completion` at temperature 0
 with `return_tokens` and gives the generated token ids, which identify the weights (tiny
-random models produce noise as text, so text is never compared).
+random models produce noise as text, so text is never compared). `RouterPair` is the
+deployment the `llama-server` target drives: two routers sharing a models directory behind
+one nginx upstream (docs/llama.md).
 """
 
 from __future__ import annotations
