@@ -1,7 +1,7 @@
 """Availability during updates: failed requests and the longest gap a bounded load loop on
 127.0.0.1 sees while a model server is updated, next to the stop-then-start baseline.
 
-    python -m bench.availability                 # all three
+    python -m bench.availability                 # all four
     python -m bench.availability --only gunicorn
 
 (a) MLServer: a hot swap through the `v2-repository` target, vs stopping MLServer and
@@ -9,7 +9,10 @@
 (b) gunicorn: the `signal` target's SIGHUP reload, vs stopping gunicorn and starting it again;
 (c) containers behind nginx: the docker runtime's blue/green replacement on Podman's Engine
     API and on Docker's own (dockerd from Debian docker.io), vs the seed's stop-then-start
-    sequence (bench/baselines/stop_then_start.py) on the same engine.
+    sequence (bench/baselines/stop_then_start.py) on the same engine;
+(d) llama-server: chat completions while the daemon swaps the weights through the
+    `llama-server` target, vs stopping llama-server and starting it with the new model; also
+    the time from the change to the first answer from the new weights (bench/llama_swap.py).
 
 Our side is driven through the same plug-ins the daemon uses (target or runtime), so the
 figures are the update mechanism's own, without the config center in front.
@@ -227,7 +230,14 @@ def bench_containers(root: Path) -> dict[str, Any]:
 ENGINE = {"podman": "Podman 4.3", "docker": "Docker 20.10"}
 
 
-BENCHES = {"mlserver": bench_mlserver, "gunicorn": bench_gunicorn, "containers": bench_containers}
+def bench_llama(root: Path) -> dict[str, Any]:
+    from bench.llama_swap import bench_llama as run
+
+    return run(root, Load)
+
+
+BENCHES = {"mlserver": bench_mlserver, "gunicorn": bench_gunicorn, "containers": bench_containers,
+           "llama": bench_llama}
 
 
 def main() -> None:
@@ -242,10 +252,12 @@ def main() -> None:
             (Path(tmp) / name).mkdir()
             results[name] = fn(Path(tmp) / name)
             print(f"  {name}: {results[name]}", flush=True)
-    rows = [[group, way, r["requests"], r["failed"], r["longest_gap_ms"]]
+    rows = [[group, way, r["requests"], r["failed"], r["longest_gap_ms"],
+             r["first_new_ms"] if r.get("first_new_ms") is not None else "-"]
             for group, ways in results.items() for way, r in ways.items()]
     text = table("availability during updates (bounded load loop on 127.0.0.1)",
-                 ["server", "update", "requests", "failed", "longest gap ms"], rows)
+                 ["server", "update", "requests", "failed", "longest gap ms",
+                  "first answer from new model ms"], rows)
     emit("availability", text, {"results": results})
 
 

@@ -33,6 +33,7 @@ TARGETS: dict[str, str] = {
     "signal": "watcher.targets.signal:SignalTarget",
     "v2-repository": "watcher.targets.v2repo:V2RepositoryTarget",
     "openai-lora": "watcher.targets.openai_lora:OpenAILoraTarget",
+    "llama-server": "watcher.targets.llama:LlamaServerTarget",
 }
 RUNTIMES: dict[str, str] = {
     "command": "watcher.runtimes.command:CommandRuntime",
