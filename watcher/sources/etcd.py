@@ -29,7 +29,8 @@ from watcher.core.errors import ConflictError, SettingsError, SourceError, Sourc
 from watcher.observability.logs import register_secret
 from watcher.plugins import PluginContext, parse_options
 from watcher.sources.base import Batch, Change, ResyncNeeded, SessionOptions, Snapshot
-from watcher.sources.etcd_gateway import EtcdGateway, KeyValue, TokenExpired
+from watcher.sources.etcd_gateway import EtcdGateway
+from watcher.sources.etcd_wire import KeyValue, TokenExpired
 
 log = logging.getLogger("watcher.sources.etcd")
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import ssl
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,8 +29,15 @@ import httpx
 from watcher.core.errors import SettingsError, SourceError, SourceUnavailable
 from watcher.sources.base import SourceAuthError
 from watcher.sources.nacos_options import NacosOptions
+from watcher.sources.nacos_sdk import (
+    _content_type,
+    _create_service,
+    _drop_log_handlers,
+    _kick_listen_loop,
+    _shutdown,
+    _tcp_probe,
+)
 
-SDK_LOGGER = "config"  # nacos-sdk-python's config module logger
 PAGE_SIZE = 200
 
 
@@ -228,83 +233,3 @@ class NacosClient:
                 await _shutdown(service)
         await self._http.aclose()
         _drop_log_handlers(self.dir)
-
-
-class _SdkRootRecords(logging.Filter):
-    """The SDK logs each failed reconnect attempt as an ERROR on the root logger; the
-    source reports outages itself (once), so those records become DEBUG of `v2.nacos`."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if f"{os.sep}v2{os.sep}nacos{os.sep}" in record.pathname:
-            record.levelno, record.levelname, record.name = logging.DEBUG, "DEBUG", "v2.nacos"
-        return True
-
-
-_ROOT_FILTER = _SdkRootRecords()
-
-
-def _tcp_probe(host: str, port: int, timeout: float) -> None:
-    with socket.create_connection((host, port), timeout=timeout):
-        pass
-
-
-def _content_type(data_id: str) -> str:
-    return {"yaml": "yaml", "yml": "yaml", "json": "json"}.get(data_id.rpartition(".")[2], "text")
-
-
-async def _create_service(options: NacosOptions, root: Path) -> Any:
-    from v2.nacos import ClientConfigBuilder, GRPCConfig, NacosConfigService, TLSConfig
-
-    (root / "cache").mkdir(parents=True, exist_ok=True)
-    (root / "log").mkdir(parents=True, exist_ok=True)
-    builder = (ClientConfigBuilder()
-               .server_address(",".join(options.server_addresses))
-               .namespace_id(options.namespace)
-               .context_path(options.context_path)
-               .timeout_ms(int(options.timeout * 1000))
-               .log_level(logging.WARNING)
-               .cache_dir(str(root / "cache"))
-               .log_dir(str(root / "log"))
-               .grpc_config(GRPCConfig(grpc_timeout=int(options.timeout * 1000),
-                                       port_offset=options.grpc_port_offset)))
-    if options.username and options.password:
-        builder = builder.username(options.username).password(options.password.get_secret_value())
-    if options.tls and options.tls.enabled:
-        tls = options.tls
-        builder = builder.tls_config(TLSConfig(
-            enabled=True, ca_file=str(tls.ca_file or ""), cert_file=str(tls.cert_file or ""),
-            key_file=str(tls.key_file or ""), server_name_override=tls.server_name_override))
-    root_logger = logging.getLogger()
-    if _ROOT_FILTER not in root_logger.filters:
-        root_logger.addFilter(_ROOT_FILTER)
-    config = builder.build()
-    config.disable_use_config_cache = True  # a failed read raises; no stale snapshot
-    config.load_cache_at_start = False
-    return await NacosConfigService.create_config_service(config)
-
-
-def _kick_listen_loop(service: Any) -> None:
-    """Register new listeners with the server now: the SDK's listen loop otherwise only
-    wakes every 5 s, and until then the server pushes nothing for them."""
-    proxy = getattr(service, "grpc_client_proxy", None)
-    with contextlib.suppress(Exception):
-        proxy.execute_config_listen_channel.put_nowait(None)  # type: ignore[union-attr]
-
-
-async def _shutdown(service: Any) -> None:
-    """The SDK's shutdown waits up to 5 s for its listen loop's idle poll: wake it first."""
-    proxy = getattr(service, "grpc_client_proxy", None)
-    if proxy is not None:
-        proxy.stop_event.set()
-        with contextlib.suppress(Exception):
-            proxy.execute_config_listen_channel.put_nowait(None)
-    await service.shutdown()
-
-
-def _drop_log_handlers(root: Path) -> None:
-    """The SDK adds a file handler to a module-global logger per client: remove ours."""
-    logger = logging.getLogger(SDK_LOGGER)
-    for handler in list(logger.handlers):
-        if str(getattr(handler, "baseFilename", "")).startswith(str(root)):
-            logger.removeHandler(handler)
-            handler.close()

@@ -23,7 +23,7 @@ def etcd_state(cluster: EtcdCluster, prefix: str) -> dict[str, tuple[str, bytes]
     """What etcd holds under `prefix`, as the sink's state() shape."""
     import base64
 
-    from watcher.sources.etcd_gateway import prefix_range_end
+    from watcher.sources.etcd_wire import prefix_range_end
 
     data = cluster.call("kv/range", {
         "key": base64.b64encode(prefix.encode()).decode(),

@@ -10,7 +10,7 @@ from watcher import plugins
 from watcher.core.errors import ConflictError, SettingsError, SourceUnavailable
 from watcher.sources.base import Publisher, Source
 from watcher.sources.etcd import EtcdOptions, EtcdSource, _parse_revision
-from watcher.sources.etcd_gateway import (
+from watcher.sources.etcd_wire import (
     GatewayRefused,
     KeyValue,
     TokenExpired,
