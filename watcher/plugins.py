@@ -93,7 +93,8 @@ def create(group: str, options: Mapping[str, Any], ctx: PluginContext) -> object
 def contract_error(group: str, plugin: object, protocol: type[Any]) -> PluginError:
     """`plugin` lacks members of `protocol`: say which, at start, not at first use."""
     members = getattr(protocol, "__protocol_attrs__", None) or \
-        [n for n in vars(protocol) if not n.startswith("_")]
+        {n for n in (*vars(protocol), *getattr(protocol, "__annotations__", {}))
+         if not n.startswith("_")}
     missing = sorted(m for m in members if not hasattr(plugin, m))
     return PluginError(f"{group}: {type(plugin).__module__}.{type(plugin).__name__} does not "
                        f"implement the {protocol.__name__} contract (missing: "

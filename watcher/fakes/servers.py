@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from watcher.core.errors import WatcherError
 from watcher.core.health import HealthCheck
 from watcher.core.spec import ModelSpec
+from watcher.plugins import PluginContext, parse_options
 from watcher.routers.base import StepPlan
 from watcher.runtimes.base import Instance
 
@@ -70,7 +73,15 @@ class FakeRuntime:
     server: FakeServer = field(default_factory=FakeServer)
     in_place: bool = False
     fail_start: deque[WatcherError | None] = field(default_factory=deque)
+    #: instances name a `fake://` health URL (for a ScriptedProber); off in a dry run
+    probe_urls: bool = True
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    @classmethod
+    def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> FakeRuntime:
+        """`[runtime] kind = "watcher.fakes.servers:FakeRuntime"`: a dry run of restarts
+        (`in_place = true` for the in-place kind); nothing is started for real."""
+        return cls(in_place=bool(options.get("in_place", False)), probe_urls=False)
 
     async def prepare(self, spec: ModelSpec) -> None:
         self.server.calls.append(f"prepare {spec.name} {spec.version}")
@@ -85,7 +96,8 @@ class FakeRuntime:
                 del self.server.instances[old.id]
         inst = Instance(f"{spec.name}-{n}", spec.name, revision,
                         address=None if self.in_place else f"127.0.0.1:{20000 + n}",
-                        health_url=f"fake://{spec.name}/{spec.version}", name=f"{spec.name}-{n}")
+                        health_url=f"fake://{spec.name}/{spec.version}" if self.probe_urls else None,
+                        name=f"{spec.name}-{n}")
         self.server.instances[inst.id] = inst
         self.server.specs[inst.id] = spec
         return inst
@@ -125,6 +137,11 @@ class FakeRouter:
     history: list[tuple[str, dict[str, int]]] = field(default_factory=list)
     bad: dict[str, str] = field(default_factory=dict)
     block: asyncio.Event | None = None
+
+    @classmethod
+    def create(cls, options: Mapping[str, Any], ctx: PluginContext) -> FakeRouter:
+        """`[router] kind = "watcher.fakes.servers:FakeRouter"` (step-plan options allowed)."""
+        return cls(plan=parse_options(StepPlan, options, "router"))
 
     async def routes(self, model: str) -> dict[str, int]:
         return dict(self.weights.get(model, {}))
