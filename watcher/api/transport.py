@@ -100,7 +100,11 @@ async def run(app: ASGIApp, sock: socket.socket, *, head_deadline: float = HEAD_
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     server = uvicorn.Server(config)
     server.lifespan = LifespanOff(config)
-    await server.startup(sockets=[sock])
+    try:
+        await server.startup(sockets=[sock])
+    except BaseException:
+        sock.close()
+        raise
     try:
         await asyncio.get_running_loop().create_future()  # until cancelled
     finally:

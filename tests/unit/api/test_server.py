@@ -307,14 +307,16 @@ async def test_serve_lifecycle(tmp_path: Path, caplog: pytest.LogCaptureFixture)
 
 
 def test_the_server_library_loads_only_with_the_api_on(tmp_path: Path) -> None:
-    """The daemon imports watcher.api.server always; uvicorn and Starlette only with [api] on."""
+    """The daemon imports watcher.api.server always; uvicorn and Starlette only with [api] on,
+    and click (uvicorn's CLI dependency, which httpx would import at start) not at all."""
     code = """if True:
         import asyncio, sys
         from pathlib import Path
+        import watcher.daemon, httpx  # as the entry point does: watcher first
         from watcher.api import server
         from watcher.fakes.context import feature_context
         from watcher.settings import ApiSettings
-        heavy = ("uvicorn", "starlette", "prometheus_client")
+        heavy = ("uvicorn", "starlette", "prometheus_client", "click")
         asyncio.run(server.serve(feature_context(Path(sys.argv[1]))))
         print(sorted(m for m in heavy if m in sys.modules))
         on = feature_context(Path(sys.argv[1]), api=ApiSettings(enabled=True, port=int(sys.argv[2])))
@@ -328,3 +330,4 @@ def test_the_server_library_loads_only_with_the_api_on(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
     assert out[0] == "[]", out
     assert {"uvicorn", "starlette"} <= set(json.loads(out[1].replace("'", '"'))), out
+    assert "click" in out[1]  # uvicorn's own __init__ imports it: only with the API on
