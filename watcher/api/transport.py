@@ -96,8 +96,7 @@ async def run(app: ASGIApp, sock: socket.socket, *, head_deadline: float = HEAD_
         h11_max_incomplete_event_size=MAX_HEADER_BYTES, timeout_keep_alive=KEEP_ALIVE,
         timeout_graceful_shutdown=max(1, round(grace)))
     config.load()
-    # uvicorn's own INFO lines ("Shutting down", ...) say what ours say; keep its warnings
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    _quiet_uvicorn()
     server = uvicorn.Server(config)
     server.lifespan = LifespanOff(config)
     try:
@@ -109,6 +108,20 @@ async def run(app: ASGIApp, sock: socket.socket, *, head_deadline: float = HEAD_
         await asyncio.get_running_loop().create_future()  # until cancelled
     finally:
         await _stop(server, sock, grace)
+
+
+def _quiet_uvicorn() -> None:
+    """uvicorn's INFO lines ("Shutting down", ...) say what ours say, and the ERROR it logs when
+    the shutdown grace is over is the expected cut that guard.py logs once per request; its
+    warnings (invalid requests, the connection cap) stay."""
+    logger = logging.getLogger("uvicorn.error")
+    logger.setLevel(logging.WARNING)
+    if _not_the_cut not in logger.filters:
+        logger.addFilter(_not_the_cut)
+
+
+def _not_the_cut(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Cancel %s running task(s)")
 
 
 async def _stop(server: uvicorn.Server, sock: socket.socket, grace: float) -> None:
