@@ -99,6 +99,7 @@ class Daemon:
                  self.settings.source.kind, self.settings.target.kind if self.settings.target else "-",
                  self.settings.runtime.kind if self.settings.runtime else "-",
                  self.settings.environment)
+        self._preload_features()
         features = [asyncio.create_task(self._feature(name), name=name) for name in FEATURES]
         housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
         try:
@@ -115,6 +116,15 @@ class Daemon:
             self.state.daemon_stopped()
             log.info("model-watcher stopped")
         return 0
+
+    def _preload_features(self) -> None:
+        """Let enabled features import their libraries now, before start-up work: imported
+        later, between its allocations, they fragment the heap (the API: +3 MiB RSS)."""
+        for name in FEATURES:
+            with contextlib.suppress(ImportError):
+                preload = getattr(importlib.import_module(name), "preload", None)
+                if preload is not None:
+                    preload(self.settings)
 
     async def _feature(self, module_name: str) -> None:
         try:

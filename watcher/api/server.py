@@ -13,8 +13,17 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from watcher.features import FeatureContext
+    from watcher.settings import Settings
 
 log = logging.getLogger("watcher.api.server")
+
+
+def preload(settings: Settings) -> None:
+    """Import the API's libraries now if it is enabled (the daemon calls this before its
+    start-up work, so that these modules do not land between its allocations)."""
+    if settings.api.enabled:
+        import watcher.api.app
+        import watcher.api.transport  # noqa: F401
 
 
 async def serve(ctx: FeatureContext) -> None:
