@@ -319,11 +319,14 @@ def test_the_server_library_loads_only_with_the_api_on(tmp_path: Path) -> None:
         from watcher.fakes.context import feature_context
         from watcher.settings import ApiSettings
         heavy = ("uvicorn", "starlette", "prometheus_client", "click")
-        asyncio.run(server.serve(feature_context(Path(sys.argv[1]))))
+        off = feature_context(Path(sys.argv[1]))
+        server.preload(off.settings)
+        asyncio.run(server.serve(off))
         print(sorted(m for m in heavy if m in sys.modules))
         on = feature_context(Path(sys.argv[1]), api=ApiSettings(enabled=True, port=int(sys.argv[2])))
-        asyncio.run(server.serve(on))   # the port is taken: returns; imported by then
+        server.preload(on.settings)
         print(sorted(m for m in heavy if m in sys.modules))
+        asyncio.run(server.serve(on))   # the port is taken: returns
     """
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
