@@ -3,7 +3,7 @@
 import sys
 
 # httpx imports its command-line client (click, and pygments/rich when present) from its
-# package __init__ whenever click is installed, as it is beside uvicorn: ~1-3 MiB and tens of
+# package __init__ whenever click is installed, as it is beside uvicorn: ~3 MiB and tens of
 # ms in every daemon and CLI run that never uses it (upstream: encode/httpx#3547). A None
 # entry makes that optional import fail the way httpx already handles (httpx.main then only
 # says the CLI is not installed).

@@ -119,7 +119,7 @@ class Daemon:
 
     def _preload_features(self) -> None:
         """Let enabled features import their libraries now, before start-up work: imported
-        later, between its allocations, they fragment the heap (the API: +3 MiB RSS)."""
+        later, between its allocations, they fragment the heap (the API: ~2 MiB RSS)."""
         for name in FEATURES:
             with contextlib.suppress(ImportError):
                 preload = getattr(importlib.import_module(name), "preload", None)
