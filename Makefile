@@ -26,6 +26,7 @@ integration: deps sync
 bench: deps sync ## every benchmark at full size; figures go to stdout and bench/results/
 	uv run --frozen python -m bench.latency --source all --changes 200
 	uv run --frozen python -m bench.footprint --source all --models 1,100,1000 --seconds 60
+	uv run --frozen python -m bench.footprint --source localdir --models 1000 --seconds 60 --api on
 	uv run --frozen python -m bench.scale --source all --models 1000 --publishes 10000
 	uv run --frozen python -m bench.fanout --daemons 200
 	uv run --frozen python -m bench.availability

@@ -30,7 +30,13 @@ from watcher.core.reconciler import Reconciler
 from watcher.core.state import State
 from watcher.core.statelock import StateLock
 from watcher.core.tasks import TaskSet
-from watcher.features import FeatureContext, changed_features, enabled_features, run_feature
+from watcher.features import (
+    FeatureContext,
+    changed_features,
+    enabled_features,
+    preload_features,
+    run_feature,
+)
 from watcher.observability.audit import AuditLog
 from watcher.settings import Settings, load_settings
 from watcher.sources.session import SourceSession
@@ -100,6 +106,7 @@ class Daemon:
                  self.settings.source.kind, self.settings.target.kind if self.settings.target else "-",
                  self.settings.runtime.kind if self.settings.runtime else "-",
                  self.settings.environment)
+        preload_features(self.settings)
         for name in enabled_features(self.settings):
             self._start_feature(name)
         self._tasks.spawn(self._housekeeping(), "housekeeping")

@@ -13,6 +13,7 @@ safe to call from the event loop without blocking.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import logging
@@ -89,6 +90,18 @@ def changed_features(old: Settings, new: Settings) -> list[str]:
     """The features whose settings sections differ between `old` and `new`."""
     return [name for name, (sections, on) in FEATURES.items()
             if on(old) != on(new) or any(getattr(old, s) != getattr(new, s) for s in sections)]
+
+
+def preload_features(settings: Settings) -> None:
+    """Import the enabled features (and let one `preload(settings)` its libraries) before the
+    start-up work: imported later, between that work's allocations, they fragment the heap
+    (the API's server libraries: ~2 MiB of RSS). A module that cannot be imported is left to
+    `run_feature`, which says so."""
+    for name in enabled_features(settings):
+        with contextlib.suppress(ImportError):
+            preload = getattr(importlib.import_module(name), "preload", None)
+            if preload is not None:
+                preload(settings)
 
 
 async def run_feature(module_name: str, ctx: FeatureContext) -> None:

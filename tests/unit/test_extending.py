@@ -22,8 +22,9 @@ from watcher.settings import Settings
 from watcher.sources.session import SourceSession
 
 
-def doc(name: str, t: float, image: str = "img:1") -> str:
-    return json.dumps({"name": name, "version": "v1.0.0", "runtime": {"image": image},
+def doc(name: str, t: float, image: str | None = None) -> str:
+    runtime = {"image": image} if image else {}
+    return json.dumps({"name": name, "version": "v1.0.0", "runtime": runtime,
                        "model": {"uri": "file:///w", "parameters": {"t": t}}})
 
 
@@ -55,7 +56,7 @@ async def test_a_source_target_runtime_and_router_from_outside_the_tree(tmp_path
     task = asyncio.create_task(session.run())
     try:
         await until(lambda: (served / "a.json").exists())  # a hot swap into the directory
-        bundle.write_text(json.dumps({"a": doc("a", 0.2, image="img:2"), "b": doc("b", 0.3)}))
+        bundle.write_text(json.dumps({"a": doc("a", 0.1, image="img:2"), "b": doc("b", 0.3)}))
         await until(lambda: len([o for o in buffer.outcomes if o.label == "applied"]) == 3)
         runtime, router = parts.executor.runtime, parts.executor.router
         assert runtime.serving("a") == ["v1.0.0"]  # a restart-class change: a new instance

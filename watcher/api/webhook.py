@@ -6,10 +6,11 @@ A sender signs `"{timestamp}." + body` with the shared secret and sends
     X-Model-Watcher-Signature: sha256=<hex digest>
 
 (the header names are settings). Refused, in this order, with the status the API answers:
-body over `max_body_bytes` 413; missing headers 401; timestamp outside +-`replay_window`
-401; wrong signature 401 (compared in constant time); a signature already seen inside the
-window 409. Only then is the body parsed (400 when it is not what the endpoint expects).
-Logs name the reason and the peer, never the secret, the signature or the body.
+body over `max_body_bytes` 413; missing headers 401; a timestamp that is not whole unix seconds
+or is more than `replay_window` seconds away 401; wrong signature 401 (compared in constant
+time); a signature already seen inside the window 409. Only then is the body parsed (400
+when it is not what the endpoint expects). Logs name the reason and the peer, never the
+secret, the signature or the body.
 
 `POST /hooks/model-updated` (model registries notify on `model_updated`) carries no config:
 an accepted event only asks the reconciler to re-read that model's key at once, the config
@@ -23,6 +24,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import time
 from collections import OrderedDict
@@ -45,6 +47,8 @@ log = logging.getLogger("watcher.api.webhook")
 Reply = tuple[int, dict[str, Any]]
 _NAME = re.compile(NAME_PATTERN)
 _MAX_REMEMBERED = 100_000
+#: whole unix seconds, as signed: ASCII digits only (no sign, fraction, exponent, NaN or inf)
+_SECONDS = re.compile(r"[0-9]{1,12}")
 
 
 class AlertmanagerSettings(BaseModel):
@@ -98,8 +102,12 @@ class Refused(WatcherError):
 
 
 def sign(secret: str, body: bytes, timestamp: int | float | str) -> str:
-    """The signature header's value for `body` sent at `timestamp`."""
-    mac = hmac.new(secret.encode(), f"{int(float(timestamp))}.".encode() + body, hashlib.sha256)
+    """The signature header's value for `body` sent at `timestamp`; ValueError when the
+    timestamp is no finite number (a sender's mistake, said as such)."""
+    value = float(timestamp)
+    if not math.isfinite(value):
+        raise ValueError(f"timestamp {timestamp!r} is not a finite number")
+    mac = hmac.new(secret.encode(), f"{int(value)}.".encode() + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
 
 
@@ -124,7 +132,13 @@ class Verifier:
                                f"{self.settings.max_body_bytes}")
 
     def verify(self, headers: Mapping[str, str], body: bytes, now: float | None = None) -> None:
-        """Raise Refused unless `body` is signed, fresh and new. `headers` keys lower-case."""
+        """Raise Refused unless `body` is signed, fresh and new. `headers` keys lower-case.
+
+        A pure function of its arguments and the signatures remembered so far: the fuzz
+        harness calls it directly. The timestamp must be whole unix seconds (what is signed),
+        so NaN, infinities, fractions and signs are refused before any arithmetic; a
+        signature older than `replay_window` seconds is refused, and one accepted before is
+        remembered for as long as its timestamp is inside the window."""
         s = self.settings
         now = time.time() if now is None else now
         self.check_size(len(body))
@@ -134,10 +148,9 @@ class Verifier:
         sig = headers.get(s.signature_header.lower(), "")
         if not ts_text or not sig:
             raise Refused(401, "unsigned request (timestamp or signature header missing)")
-        try:
-            ts = float(ts_text)
-        except ValueError:
-            raise Refused(401, "timestamp header is not a number") from None
+        if not _SECONDS.fullmatch(ts_text):
+            raise Refused(401, "timestamp header is not whole unix seconds")
+        ts = int(ts_text)
         if abs(now - ts) > s.replay_window:
             raise Refused(401, f"timestamp is {now - ts:+.0f}s from now, outside the "
                                f"{s.replay_window:g}s window")
@@ -145,9 +158,9 @@ class Verifier:
         if not hmac.compare_digest(expected.encode(), sig.strip().encode()):
             raise Refused(401, "bad signature")
         self._forget_expired(now)
-        if sig in self._seen:
+        if expected in self._seen:
             raise Refused(409, "replayed request (signature already used)")
-        self._seen[sig] = ts + s.replay_window
+        self._seen[expected] = ts + s.replay_window
         while len(self._seen) > _MAX_REMEMBERED:
             self._seen.popitem(last=False)
 
@@ -166,6 +179,7 @@ class Verifier:
 
 
 def parse_json(body: bytes) -> Any:
+    """The body as JSON; Refused(400) for anything else, including nesting too deep to parse."""
     try:
         text = body.decode("utf-8")
         json_depth(text, MAX_DEPTH)  # json's scanner recurses: 64 KiB of '[' was a RecursionError
@@ -174,6 +188,8 @@ def parse_json(body: bytes) -> Any:
         raise Refused(400, f"body is not accepted JSON: {exc.reason}") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise Refused(400, "body is not JSON") from None
+    except RecursionError:
+        raise Refused(400, "body is nested too deeply") from None
 
 
 def model_from_payload(payload: Any) -> str:
@@ -183,7 +199,7 @@ def model_from_payload(payload: Any) -> str:
     candidate: Any = payload.get("model", payload.get("model_name", payload.get("name")))
     if isinstance(candidate, dict):
         candidate = candidate.get("name")
-    if not isinstance(candidate, str) or not _NAME.match(candidate):
+    if not isinstance(candidate, str) or not _NAME.fullmatch(candidate):
         raise Refused(400, "payload names no valid model (model, model.name, model_name or name)")
     return candidate
 

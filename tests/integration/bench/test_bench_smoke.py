@@ -13,7 +13,7 @@ from tests.infra.common import ROOT
 
 SMOKE = [
     ("latency", ["--source", "all", "--changes", "5"], "publish-to-applied latency"),
-    ("footprint", ["--source", "etcd", "--models", "1,10", "--seconds", "1"], "idle footprint"),
+    ("footprint", ["--source", "etcd", "--models", "1,10", "--seconds", "1", "--api", "both"], "idle footprint"),
     ("scale", ["--source", "localdir", "--models", "10", "--publishes", "100"], "burst across many models"),
     ("fanout", ["--daemons", "3"], "fan-out: 3 daemons"),
     ("availability", [], "availability during updates"),

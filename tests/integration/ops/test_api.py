@@ -4,6 +4,7 @@ authenticated model-updated webhook, and Alertmanager-driven rollback."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -71,6 +72,11 @@ def test_model_updated_webhook_triggers_a_reread(ops_env: OpsEnv) -> None:
     }
     for what, (resp, status) in refused.items():
         assert resp.status_code == status, (what, resp.status_code, resp.text)
+    nan = httpx.post(url, content=body, timeout=5, headers={
+        **signed(body), "X-Model-Watcher-Timestamp": "nan"})
+    assert nan.status_code == 401 and "timestamp" in nan.json()["error"], nan.text
+    for i in range(3):  # made-up paths are 404 and never become metric labels
+        assert httpx.post(f"{e.api}/hooks/made-up-{i}", content=b" " * 5000, timeout=5).status_code == 404
     time.sleep(1.0)
     assert e.daemon.status()["models"]["demo"]["applied_revision"] == r1, "refused = no re-read"
 
@@ -85,9 +91,12 @@ def test_model_updated_webhook_triggers_a_reread(ops_env: OpsEnv) -> None:
     s = e.scrape()
     counts = {dict(labels)["result"]: v for (name, labels), v in s.items()
               if name == "model_watcher_webhook_requests_total"}
-    assert counts == {"refused_401": 3, "refused_413": 1, "accepted": 1, "refused_409": 1}
+    assert counts == {"refused_401": 4, "refused_413": 1, "accepted": 1, "refused_409": 1}
+    endpoints = {dict(labels).get("endpoint") for (name, labels), _ in s.items()
+                 if name == "model_watcher_webhook_requests_total"}
+    assert endpoints == {"/hooks/model-updated"}, endpoints
     refusals = [r for r in e.daemon.log_records() if "refused" in r["event"]]
-    assert len(refusals) == 5, refusals
+    assert len(refusals) == 6, refusals
 
 
 def alertmanager_payload(group: str, status: str = "firing", action: str = "rollback") -> bytes:
@@ -162,3 +171,23 @@ def test_alertmanager_restart_replaces_the_server_once(tmp_path: Path) -> None:
         assert e.daemon.status()["models"]["demo"]["applied_revision"] == r1
     finally:
         e.close()
+
+
+def test_the_daemon_stops_cleanly_with_requests_in_flight(ops_env: OpsEnv) -> None:
+    """SIGTERM while one client sends a body slowly and another sent nothing at all: the
+    daemon exits 0 within the API's shutdown grace, with no error or traceback logged."""
+    e = ops_env
+    e.write(doc())
+    e.start()
+    with socket.create_connection(("127.0.0.1", e.port), timeout=5) as slow, \
+            socket.create_connection(("127.0.0.1", e.port), timeout=5):
+        slow.sendall(b"POST /hooks/model-updated HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        assert e.daemon.stop() == 0
+        took = time.monotonic() - t0
+        assert slow.recv(4096).startswith(b"HTTP/1.1 503")
+    assert took < 10, took
+    bad = [r for r in e.daemon.log_records() if r["level"] in ("ERROR", "CRITICAL")]
+    assert not bad, bad
+    assert "Traceback" not in e.daemon.logs() and "never retrieved" not in e.daemon.logs()

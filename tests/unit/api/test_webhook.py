@@ -1,24 +1,19 @@
-"""Webhook authentication and the loopback API, over a real socket on 127.0.0.1."""
+"""Webhook authentication as pure functions: headers + body + now -> accepted or Refused."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import httpx
 import pytest
 
-from watcher.api import server as api
-from watcher.api.webhook import Refused, Verifier, WebhookSettings, sign, signed_headers
+from watcher.api.webhook import (
+    Refused,
+    Verifier,
+    WebhookSettings,
+    model_from_payload,
+    parse_json,
+    sign,
+    signed_headers,
+)
 from watcher.core.errors import SettingsError
-from watcher.core.events import Event, Kind
-from watcher.fakes.context import feature_context, operator_of
-from watcher.features import FeatureContext
-from watcher.settings import ApiSettings
 
 SECRET = "unit-webhook-secret-0123456789"
 
@@ -64,119 +59,59 @@ def test_verifier() -> None:
     assert e.value.status == 503
 
 
-@contextlib.asynccontextmanager
-async def serving(tmp_path: Path) -> AsyncIterator[tuple[FeatureContext, str]]:
-    ctx = feature_context(tmp_path, api=ApiSettings(enabled=True, port=0),
-                          webhook={"secret": SECRET, "max_body_bytes": 1024,
-                                   "alertmanager": {"bearer_token": "am-token-0123456789abc"}})
-    a = api.Api(ctx, WebhookSettings.parse(ctx.settings.webhook))
-    server = await asyncio.start_server(a.serve_connection, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    yield ctx, f"http://127.0.0.1:{port}"
-    server.close()
-    await server.wait_closed()
+# defects found in review (issue 11); each of the two tests below failed before the fix
+
+HOSTILE_TIMESTAMPS = ["nan", "NaN", "inf", "-inf", "Infinity", "1e400", "-5", "1e3", "0x10",
+                      "99999999999999999999", " 1000000", "1000000.5", "\u0661\u0662\u0663", ""]
 
 
-def _signed(body: bytes) -> dict[str, str]:
-    return signed_headers(WebhookSettings.parse({"secret": SECRET}), body)
+@pytest.mark.parametrize("ts", HOSTILE_TIMESTAMPS)
+def test_timestamp_must_be_whole_unix_seconds(ts: str) -> None:
+    s = WebhookSettings.parse({"secret": SECRET})
+    body = b'{"model": "m"}'
+    headers = {"x-model-watcher-timestamp": ts,
+               "x-model-watcher-signature": sign(SECRET, body, 1_000_000)}
+    with pytest.raises(Refused) as e:
+        Verifier(s).verify(headers, body, 1_000_000.0)
+    assert e.value.status == 401 and e.value.reason
 
 
-async def test_endpoints(tmp_path: Path) -> None:
-    async with serving(tmp_path) as (ctx, base), httpx.AsyncClient(base_url=base) as c:
-        r = await c.get("/healthz")
-        assert r.json() == {"status": "ok", "ready": False}
-        ctx.bus.subscribe(ctx.metrics.on_message)
-        ctx.bus.emit(Event(Kind.RECONCILED))
-        ctx.ready = lambda: True
-        assert (await c.get("/healthz")).json()["ready"] is True
-        ctx.state.record_seen("m", "1", source="test")
-        assert (await c.get("/status")).json()["models"]["m"]["last_revision"] == "1"
-        m = await c.get("/metrics")
-        assert m.headers["content-type"].startswith("text/plain")
-        assert "model_watcher_ready 1.0" in m.text
-        assert (await c.get("/nope")).status_code == 404
-        assert (await c.post("/metrics")).status_code == 405
-        assert (await c.get("/hooks/model-updated")).status_code == 405
-
-        body = json.dumps({"event": "model_updated", "model": {"name": "qwen-chat"}}).encode()
-        r = await c.post("/hooks/model-updated", content=body, headers=_signed(body))
-        assert r.status_code == 202, r.text
-        assert operator_of(ctx).calls == [("resync", "qwen-chat", None, "webhook")]
-        r = await c.post("/hooks/model-updated", content=body, headers=_signed(body))
-        assert r.status_code == 409  # same second, same body: a replay
-        other = json.dumps({"event": "model_deleted", "model": "qwen-chat"}).encode()
-        r = await c.post("/hooks/model-updated", content=other, headers=_signed(other))
-        assert r.status_code == 200 and r.json()["status"] == "ignored"
-        bad = b'{"model": "../etc"}'
-        assert (await c.post("/hooks/model-updated", content=bad,
-                             headers=_signed(bad))).status_code == 400
-        assert (await c.post("/hooks/model-updated", content=b"[",
-                             headers=_signed(b"["))).status_code == 400
-        old = signed_headers(WebhookSettings.parse({"secret": SECRET}), body, time.time() - 3600)
-        assert (await c.post("/hooks/model-updated", content=body,
-                             headers=old)).status_code == 401
-        assert (await c.post("/hooks/model-updated", content=body)).status_code == 401
-        big = b"{" + b" " * 5000 + b"}"
-        assert (await c.post("/hooks/model-updated", content=big,
-                             headers=_signed(big))).status_code == 413
-
-        async def chunks() -> AsyncIterator[bytes]:
-            for _ in range(10):
-                yield b" " * 500
-        r = await c.post("/hooks/model-updated", content=chunks())
-        assert r.status_code == 413
-    assert operator_of(ctx).calls == [("resync", "qwen-chat", None, "webhook")]
-    text = ctx.metrics.render().decode()
-    assert 'endpoint="/hooks/model-updated",result="refused_401"} 2.0' in text
+def test_replay_window_is_exact() -> None:
+    s = WebhookSettings.parse({"secret": SECRET, "replay_window": 60})
+    body = b'{"model": "m"}'
+    t = 1_000_000
+    h = {k.lower(): v for k, v in signed_headers(s, body, t).items()}
+    Verifier(s).verify(h, body, t + 60)           # exactly replay_window old: accepted
+    with pytest.raises(Refused) as e:
+        Verifier(s).verify(h, body, t + 60.001)   # older than the window: refused
+    assert e.value.status == 401
+    with pytest.raises(Refused) as e:
+        Verifier(s).verify(h, body, t - 60.001)   # as far in the future: refused
+    assert e.value.status == 401
+    # a fraction appended to the timestamp does not stretch the window (the signature covers
+    # the whole seconds only), nor does it let a captured request through once more
+    v = Verifier(s)
+    v.verify(h, body, t + 1)
+    for what, stretched in [
+        ("fraction", {**h, "x-model-watcher-timestamp": f"{t}.9"}),
+        ("padded signature", {**h, "x-model-watcher-signature": h["x-model-watcher-signature"] + " "}),
+    ]:
+        for at in (t + 30, t + 60.5):
+            with pytest.raises(Refused):
+                v.verify(stretched, body, at)
+                pytest.fail(f"a replay with a {what} was accepted {at - t:g} s after signing")
 
 
-async def test_keepalive_and_garbage(tmp_path: Path) -> None:
-    async with serving(tmp_path) as (_, base):
-        await _keepalive_and_garbage(base)
 
-
-async def _keepalive_and_garbage(base: str) -> None:
-    host, port = base.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-    await writer.drain()
-    data = b""
-    while data.count(b"HTTP/1.1 200") < 2:
-        data += await asyncio.wait_for(reader.read(4096), 5)
-    writer.write(b"NOT HTTP AT ALL\r\n\r\n")
-    await writer.drain()
-    rest = await asyncio.wait_for(reader.read(), 5)
-    assert b"200" not in rest
-    writer.close()
-
-
-async def test_serve_lifecycle(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    import socket
-
-    off = feature_context(tmp_path)
-    await asyncio.wait_for(api.serve(off), 1)  # disabled: returns at once
-
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        taken = feature_context(tmp_path, api=ApiSettings(enabled=True, port=busy.getsockname()[1]))
-        await asyncio.wait_for(api.serve(taken), 2)  # port taken: logged, daemon goes on
-    assert "cannot listen" in caplog.text
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    on = feature_context(tmp_path, api=ApiSettings(enabled=True, port=port), webhook={"secret": SECRET})
-    task = asyncio.create_task(api.serve(on))
-    async with httpx.AsyncClient() as c:
-        for _ in range(100):
-            try:
-                r = await c.get(f"http://127.0.0.1:{port}/healthz")
-                break
-            except httpx.ConnectError:
-                await asyncio.sleep(0.02)
-        assert r.status_code == 200
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+def test_payload_parsing_refuses_instead_of_crashing() -> None:
+    """Both failed before: deep nesting raised RecursionError (a crash, no answer), and a
+    name with a trailing newline passed the `^…$` pattern (re.match lets `$` match before it)."""
+    for body in (b"[" * 70_000, b'{"a":' * 70_000):
+        with pytest.raises(Refused) as e:
+            parse_json(body)
+        assert e.value.status == 400
+    for name in ("qwen-chat\n", "Qwen", "../etc", "", "a" * 64):
+        with pytest.raises(Refused) as e:
+            model_from_payload({"model": name})
+        assert e.value.status == 400, name
+    assert model_from_payload({"model": {"name": "qwen-chat"}}) == "qwen-chat"
