@@ -113,11 +113,17 @@ def parse_options(model: type[M], options: Mapping[str, Any], prefix: str) -> M:
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One line per problem: `path: message`, without pydantic's URLs and input dumps."""
+    """One line per problem: `path: message`, without pydantic's URLs and input dumps. Keys
+    from the document that are not printable are shown quoted (repr), so a reason stays one
+    line whatever a document names its keys."""
     parts = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = ".".join(_printable(str(p)) for p in err["loc"])
         path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "document")
         msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        parts.append(f"{path}: {msg}")
+        parts.append(f"{path}: {_printable(msg)}")
     return "; ".join(parts)
+
+
+def _printable(text: str) -> str:
+    return text if text.isprintable() else repr(text)

@@ -82,6 +82,7 @@ def test_yaml_like_text(text: str) -> None:
 @example("metadata.created_at", 10**18, "json")
 @example("runtime.env", {"A": "\x85"}, "json")
 @example("model.parameters", {"s": "\ud800"}, "json")
+@example("name", {"\n": "\x1f"}, "yaml")  # a key with a line break made a two-line reason
 def test_valid_document_with_one_field_replaced(path: str, value: Any, fmt: str) -> None:
     admit(dump(set_path(base_document(), path, value), fmt))
 

@@ -183,8 +183,9 @@ def check_json_value(value: Any, *, max_depth: int, max_nodes: int, where: str =
             for key, sub in item.items():
                 if not isinstance(key, str):
                     raise ValueError(f"{path or 'mapping'} has the non-string key {key!r}")
-                text(key, f"key {key[:40]!r}")
-                stack.append((sub, f"{path}.{key}" if path else key, depth + 1))
+                text(key, f"key {key[:40]!r}", one_line=True)
+                shown = key if key.isprintable() else repr(key)
+                stack.append((sub, f"{path}.{shown}" if path else shown, depth + 1))
         elif isinstance(item, list | tuple):
             stack.extend((sub, f"{path}[{i}]", depth + 1) for i, sub in enumerate(item))
         else:
