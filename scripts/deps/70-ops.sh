@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Operations tests (issue 7): systemd-analyze checks the unit file offline.
+# Operations tests: systemd-analyze checks the unit file offline; Chromium renders the status page.
 set -euo pipefail
 source "$(dirname "$0")/_lib.bash"
 need_apt systemd-analyze systemd
+need_apt chromium chromium

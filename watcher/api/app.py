@@ -3,6 +3,7 @@
     GET  /healthz                200 {"status": "ok", "ready": bool} (`ctx.ready()`)
     GET  /status                 the state's status() as JSON
     GET  /metrics                Prometheus text exposition (watcher/observability/metrics.py)
+    GET  /, /models/{name}, /audit   the read-only status page (watcher/api/page.py)
     POST /hooks/model-updated    watcher/api/webhook.py
     POST /hooks/alertmanager     watcher/api/alertmanager.py
 
@@ -29,6 +30,7 @@ from starlette.routing import Route, Router
 
 from watcher.api.alertmanager import AlertmanagerHook
 from watcher.api.guard import Guard, route_label
+from watcher.api.page import StatusPage
 from watcher.api.webhook import ModelUpdatedHook, Refused, Verifier, WebhookSettings
 from watcher.observability.metrics import CONTENT_TYPE as METRICS_TYPE
 
@@ -52,6 +54,7 @@ class Api:
         self.ctx = ctx
         self.limit = webhook.max_body_bytes
         self.body_deadline = body_deadline
+        self.page = StatusPage(ctx)
         verifier = Verifier(webhook)
         self.hooks: dict[str, ModelUpdatedHook | AlertmanagerHook] = {
             ModelUpdatedHook.path: ModelUpdatedHook(ctx, verifier),
@@ -64,6 +67,9 @@ class Api:
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/status", self.status, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/", self.page.index, methods=["GET"]),
+            Route("/models/{name}", self.page.model, methods=["GET"]),
+            Route("/audit", self.page.audit, methods=["GET"]),
             *(Route(path, self.hook, methods=["POST"]) for path in self.hooks),
         ]
 

@@ -108,6 +108,26 @@ class AuditLog:
             self._thread.join(timeout=10)
             self._thread = None
 
+    def tail(self, n: int, window: int = 256 * 1024) -> list[dict[str, Any]]:
+        """The last `n` lines (read from the end of the file: it may be large)."""
+        self.flush()
+        try:
+            with self.path.open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - window))
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        lines = data.splitlines()[-n:] if size <= window else data.splitlines()[1:][-n:]
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
     def read(self) -> list[dict[str, Any]]:
         self.flush()
         if not self.path.exists():
