@@ -28,7 +28,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from watcher.core.errors import SourceError, SourceUnavailable
+from watcher.core.errors import SourceError
 
 #: The revision every source reports for a deleted document.
 DELETED = "deleted"
@@ -75,8 +75,9 @@ class ResyncNeeded(SourceError):
     """The source cannot continue from the cursor: the session takes a fresh snapshot now."""
 
 
-class SourceAuthError(SourceUnavailable):
-    """The center refuses the credentials: an outage an operator must fix (logged as ERROR)."""
+class SourceAuthError(SourceError):
+    """The center refuses the credentials: an outage an operator must fix (logged as ERROR,
+    retried with the longer `auth_retry_interval` backoff); not "unavailable" (exit 4)."""
 
 
 class SessionOptions(BaseModel):

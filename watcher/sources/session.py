@@ -55,6 +55,7 @@ class SourceSession:
         self._down_since = 0.0
         self._last_free = -FREE_RECONNECT_EVERY
         self._free = False
+        self._auth_streak = 0
         opts = source.options
         self._backoff = wait_exponential_jitter(multiplier=0.2, max=opts.max_backoff, jitter=0.5)
         self._auth_backoff = wait_exponential_jitter(multiplier=1.0, max=opts.auth_retry_interval,
@@ -163,8 +164,15 @@ class SourceSession:
         if self._free:
             self._last_free = now
             return 0.0
-        backoff = self._auth_backoff if isinstance(exc, SourceAuthError) else self._backoff
-        return float(backoff(state))
+        if isinstance(exc, SourceAuthError):
+            # Its own streak: a starting center refuses good credentials for a moment, so
+            # the first retries come soon whatever failed before; then rarely.
+            self._auth_streak += 1
+            streak = RetryCallState(AsyncRetrying(), None, (), {})
+            streak.attempt_number = self._auth_streak
+            return float(self._auth_backoff(streak))
+        self._auth_streak = 0
+        return float(self._backoff(state))
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

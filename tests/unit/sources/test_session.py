@@ -129,5 +129,5 @@ async def test_refused_credentials_are_one_error(caplog: pytest.LogCaptureFixtur
     assert w.sink.edges == [(False, "credentials refused")]
 
 
-def test_unavailable_is_retried_and_other_errors_too() -> None:
-    assert issubclass(SourceAuthError, SourceUnavailable)
+def test_refused_credentials_are_no_unavailability() -> None:
+    assert not issubclass(SourceAuthError, SourceUnavailable)  # publish/once: exit 1, not 4
