@@ -83,8 +83,10 @@ class PolicySettings(_Section):
     require_image_digest: bool = False
     #: what `runtime.env` may set for a process on this host, and the base it starts from
     env: EnvPolicy = Field(default_factory=EnvPolicy)
-    #: schemes `model.uri` and adapters' uris may use (an absolute path counts as file)
-    uri_schemes: list[str] = Field(default_factory=lambda: ["file", "s3", "gs", "hf", "https"])
+    #: schemes `model.uri` and adapters' uris may use (an absolute path counts as file);
+    #: plain `http` is left out: add it where a loopback artifact server is trusted
+    uri_schemes: list[str] = Field(
+        default_factory=lambda: ["file", "s3", "gs", "hf", "https", "oci"])
     #: the most a document's `health` overrides may ask for
     health: HealthLimits = Field(default_factory=HealthLimits)
 

@@ -49,6 +49,8 @@ class Env:
                        "period": 0.2},
             "trust": {"require_signature": True, "trusted_keys": [str(self.public)]},
             "weights": weights,
+            # plain http is opt-in (policy.uri_schemes); the artifact server here is loopback
+            "policy": {"uri_schemes": ["file", "oci", "http", "https", "s3"]},
         })
         self.cache = Path(self.daemon.settings["state_dir"]) / "blobs"
 
