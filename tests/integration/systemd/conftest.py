@@ -86,6 +86,8 @@ class Service:
             "source": {"kind": "localdir", "path": self.models_inside},
             "reconcile": {"wait_min": 0.05, "wait_max": 0.5, "shutdown_grace": 10.0},
             "api": {"enabled": True, "port": self.api_port},
+            # what the tests' documents set in runtime.env (default: nothing is admitted)
+            "policy": {"env": {"allow": ["SERVER_*", "PORT"]}},
         }
         for key, value in sections.items():
             if value is None:

@@ -65,7 +65,7 @@ def test_start_ready_status_and_journal_fields(mw: Service, servers: tuple[Model
                 and e.get("PRIORITY") == "3" and "rejected" in str(e.get("MESSAGE"))]
 
     wait_until(rejected, 20, "the rejection's entry")
-    assert rejected()[0]["LOGGER"] == "watcher.core.reconciler"
+    assert rejected()[0]["LOGGER"] == "watcher.core.recorder"  # the only writer of outcomes
     assert "runtme" in str(rejected()[0]["REASON"])
     applied = [e for e in entries() if e.get("MODEL") == "demo" and e.get("REVISION") == rev]
     assert applied, entries()
