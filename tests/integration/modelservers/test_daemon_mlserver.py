@@ -200,6 +200,8 @@ async def test_rollback_reapplies_the_last_stable_weights(env: Env) -> None:
     row = await asyncio.to_thread(env.daemon.wait_outcome, env.name, r_down, "rejected", 60)
     assert "lower than the applied" in row["reason"]
     r2 = env.publish(env.doc("v1.1.0", env.triple))  # the document goes back to v1.1.0
+    # what the server runs already: a noop, recorded (the last handled revision was r_down)
+    await asyncio.to_thread(env.daemon.wait_outcome, env.name, r2, "noop", 60)
     # ... the rollback command puts the last stable revision back, weights and all
     result = await asyncio.to_thread(env.daemon.cli, "rollback", env.name)
     assert result.returncode == 0, result.stderr
@@ -208,7 +210,7 @@ async def test_rollback_reapplies_the_last_stable_weights(env: Env) -> None:
     # the version registry: per revision its metadata, outcome, and which is stable
     rows = env.daemon.history(env.name)
     assert [(r["revision"], r["outcome"], r["source"]) for r in rows[:2]] == [
-        (r1, "rolled_back", "rollback"), (r2, "applied", "localdir")]
+        (r1, "rolled_back", "rollback"), (r2, "noop", "localdir")]
     assert not rows[1]["stable"]  # rolled back away from: no rollback target
     assert rows[0]["metadata"]["model_id"] == f"{env.name}-v1.0.0" and rows[0]["stable"]
     assert any(a["action"] == "rolled_back" and a["revision"] == r1
