@@ -50,7 +50,7 @@ class Env:
             "trust": {"require_signature": True, "trusted_keys": [str(self.public)]},
             "weights": weights,
             # plain http is opt-in (policy.uri_schemes); the artifact server here is loopback
-            "policy": {"uri_schemes": ["file", "oci", "http", "https", "s3"]},
+            "policy": {"uri_schemes": ["file", "oci", "http", "https", "s3", "gs"]},
         })
         self.cache = Path(self.daemon.settings["state_dir"]) / "blobs"
 
@@ -171,7 +171,9 @@ async def test_bad_remote_weights_fail_with_a_reason_and_the_old_model_keeps_ser
         ("wrong signature", env.doc("v1.1.1", url, digest, key=env.stranger), "rejected", "not by any"),
         ("404", env.doc("v1.1.2", url + ".gone", digest), "failed", "HTTP 404"),
         ("401", env.doc("v1.1.3", f"{nginx.url}/private/{triple.name}", digest), "failed", "HTTP 401"),
-        ("unsupported scheme", env.doc("v1.1.4", f"ftp://127.0.0.1/{triple.name}", digest),
+        ("scheme not admitted", env.doc("v1.1.4", f"ftp://127.0.0.1/{triple.name}", digest),
+         "rejected", "scheme 'ftp' is not in policy.uri_schemes"),
+        ("admitted, not staged", env.doc("v1.1.5", f"gs://bucket/{triple.name}", digest),
          "rejected", "cannot be checked"),
     ]
     for what, content, outcome, reason in cases:
