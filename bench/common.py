@@ -42,6 +42,10 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            # keep-alive, as a model server's admin endpoint would: a new TCP connection per
+            # POST measured the stand-in's socket setup, not the daemon
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args: object) -> None:
                 pass
 

@@ -38,3 +38,20 @@ def test_bad_trusted_key_fails_at_start(tmp_path: Path) -> None:
                    f'[trust]\ntrusted_keys = ["{tmp_path}/missing.pub"]\n')
     out = run("--config", str(bad), "once")
     assert out.returncode == 2 and "trust.trusted_keys" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_building_the_parser_imports_no_command_s_heavy_libraries() -> None:
+    """Every command module is imported to build the parser, `run` included: the signing,
+    registry and container-engine code must load only when its command runs (it cost the
+    idle daemon ~10 MiB of RSS, docs/performance.md)."""
+    code = """if True:
+        import sys
+        from watcher.cli import build_parser
+        build_parser()
+        heavy = ("cryptography", "watcher.fetchers.oci_push", "watcher.fetchers.oci_api",
+                 "watcher.runtimes.engine", "watcher.runtimes.docker")
+        print(sorted(m for m in heavy if m in sys.modules))
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.strip()
+    assert out == "[]", out

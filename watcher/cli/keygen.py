@@ -13,9 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from watcher.core.errors import SettingsError
 from watcher.core.verify import key_id, raw_public_bytes
 
@@ -40,6 +37,9 @@ def write_key_pair(
             if p.exists():
                 raise SettingsError(f"{p} exists; pass --force to overwrite it")
     out.mkdir(parents=True, exist_ok=True)
+    from cryptography.hazmat.primitives import serialization  # not for `run`: see cli/__init__
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -14,15 +14,17 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from watcher.cli.common import settings_from_args
 from watcher.core.errors import SettingsError
 from watcher.core.spec import ModelSpec, parse_document
 from watcher.observability import logs
 from watcher.plugins import PluginContext, create
-from watcher.runtimes.engine import PullProgress
 from watcher.settings import Settings
+
+if TYPE_CHECKING:  # every command is imported to build the parser: keep this one light
+    from watcher.runtimes.engine import PullProgress
 
 WIDTH = 30
 

@@ -14,14 +14,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from watcher.cli.common import settings_from_args
 from watcher.cli.pull import ByteBar
 from watcher.core.errors import SettingsError
-from watcher.fetchers.oci_api import OciRef
-from watcher.fetchers.oci_push import Pusher
-from watcher.fetchers.options import Credential, parse_weights_options
 from watcher.observability import logs
 
 
@@ -36,6 +31,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here: every command module is imported to build the parser, `run` included
+    from pydantic import SecretStr
+
+    from watcher.fetchers.oci_api import OciRef
+    from watcher.fetchers.oci_push import Pusher
+    from watcher.fetchers.options import Credential, parse_weights_options
+
     settings = settings_from_args(args)
     logs.setup("WARNING", "text")
     options = parse_weights_options(settings.weights)

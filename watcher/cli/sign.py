@@ -14,13 +14,13 @@ import argparse
 import base64
 import binascii
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import TYPE_CHECKING, Any
 
 from watcher.core.errors import SettingsError
 from watcher.core.verify import digest_path_sync
+
+if TYPE_CHECKING:  # imported late: every command module is imported to build the parser
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 def register(subparsers: Any) -> None:
@@ -34,6 +34,9 @@ def register(subparsers: Any) -> None:
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """PKCS#8 PEM (what keygen writes), or the 32-byte seed raw or in base64."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -118,6 +118,9 @@ class State(HistoryTables, ControlTables):
                                    timeout=10)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
+        # The kernel caches the file; SQLite's own page cache (2 MiB by default) would hold
+        # a second copy of the hot pages for a few lookups per apply (docs/performance.md).
+        self._db.execute("PRAGMA cache_size=-256")
         if not readonly:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")

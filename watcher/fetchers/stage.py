@@ -81,7 +81,7 @@ class Stager:
     async def stage(self, spec: ModelSpec) -> ModelSpec:
         """Fetch and verify every remote URI of `spec`; return it with local file:// URIs."""
         places: dict[str, Path] = {}
-        self._pinned[spec.name] = set()
+        self._pinned.pop(spec.name, None)  # only models with remote weights keep an entry
         for what, uri, digest in _uris(spec):
             if not self.handles(uri):
                 continue
@@ -90,7 +90,8 @@ class Stager:
                                         "the download is verified against it")
             self.cache.ready()
             artifact = await self._artifact(uri, digest)
-            self._pinned[spec.name] |= {digest, *(b.digest for b in artifact.blobs)}
+            self._pinned.setdefault(spec.name, set()).update(
+                {digest, *(b.digest for b in artifact.blobs)})
             await self._fetch_all(spec.name, uri, artifact)
             places[uri] = self.cache.view(artifact)
         return _rewrite(spec, places)
