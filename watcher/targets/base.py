@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol, runtime_checkable
 
 import httpx
@@ -34,3 +35,18 @@ def unreachable(what: str, exc: httpx.HTTPError, timeout: float) -> TargetError:
     if isinstance(exc, httpx.TimeoutException):
         return TargetError(f"{what}: no answer within {timeout:g}s", transient=True)
     return TargetError(f"{what}: {type(exc).__name__}: {exc}", transient=True)
+
+
+def error_text(resp: httpx.Response) -> str:
+    """A server's error answer as one short line: OpenAI's `{"error": {"message"}}` (vLLM,
+    llama-server), a top-level `message` or FastAPI's `detail`, else the raw body."""
+    with contextlib.suppress(ValueError):
+        body = resp.json()
+        if isinstance(body, dict):
+            inner = body.get("error")
+            if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+                return " ".join(inner["message"].split())[:300]
+            for key in ("message", "detail"):
+                if isinstance(body.get(key), str):
+                    return " ".join(body[key].split())[:300]
+    return " ".join(resp.text.split())[:300] or resp.reason_phrase

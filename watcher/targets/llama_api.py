@@ -20,7 +20,6 @@ file). An HTTP answer and a timeout are never retried.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -29,6 +28,7 @@ from pydantic import SecretStr
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from watcher.core.errors import TargetError
+from watcher.targets.base import error_text
 
 RETRIED = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
@@ -70,7 +70,7 @@ class RouterClient:
         resp = await self._call("GET", "/models", params=params,
                                 seconds=max(self.timeout, 60.0) if reload else None)
         if resp.status_code != 200:
-            raise TargetError(f"GET /models: status {resp.status_code}: {message(resp)}")
+            raise TargetError(f"GET /models: status {resp.status_code}: {error_text(resp)}")
         try:
             return {str(m["id"]): m for m in resp.json()["data"]}
         except (ValueError, KeyError, TypeError) as exc:
@@ -80,7 +80,7 @@ class RouterClient:
         """The router's `--models-max` (0: unlimited), from `GET /props`."""
         resp = await self._call("GET", "/props")
         if resp.status_code != 200:
-            raise TargetError(f"GET /props: status {resp.status_code}: {message(resp)}")
+            raise TargetError(f"GET /props: status {resp.status_code}: {error_text(resp)}")
         try:
             body = resp.json()
             if body.get("role") != "router":
@@ -92,13 +92,13 @@ class RouterClient:
 
     async def load(self, model: str) -> None:
         resp = await self._call("POST", "/models/load", body={"model": model})
-        if resp.status_code != 200 and "already running" not in message(resp):
-            raise TargetError(f"load {model}: status {resp.status_code}: {message(resp)}")
+        if resp.status_code != 200 and "already running" not in error_text(resp):
+            raise TargetError(f"load {model}: status {resp.status_code}: {error_text(resp)}")
 
     async def unload(self, model: str) -> None:
         resp = await self._call("POST", "/models/unload", body={"model": model})
-        if resp.status_code != 200 and "not running" not in message(resp):
-            raise TargetError(f"unload {model}: status {resp.status_code}: {message(resp)}")
+        if resp.status_code != 200 and "not running" not in error_text(resp):
+            raise TargetError(f"unload {model}: status {resp.status_code}: {error_text(resp)}")
 
     async def wait_loaded(self, model: str, seconds: float, interval: float) -> None:
         """Until `model` is `loaded`; TargetError when its instance exits or time runs out."""
@@ -140,7 +140,7 @@ class RouterClient:
                 "top_k": 1, "return_tokens": True, "cache_prompt": False}
         resp = await self._call("POST", "/completion", body=body, params={"autoload": "false"})
         if resp.status_code != 200:
-            raise TargetError(f"{model}: test completion: status {resp.status_code}: {message(resp)}")
+            raise TargetError(f"{model}: test completion: status {resp.status_code}: {error_text(resp)}")
         try:
             tokens = [int(t) for t in resp.json()["tokens"]]
         except (ValueError, KeyError, TypeError) as exc:
@@ -148,14 +148,3 @@ class RouterClient:
         if not tokens:
             raise TargetError(f"{model}: test completion returned no tokens")
         return tokens
-
-
-def message(resp: httpx.Response) -> str:
-    """llama-server's error text (`{"error": {"message"}}`), or the raw body, one line."""
-    with contextlib.suppress(ValueError):
-        body = resp.json()
-        if isinstance(body, dict):
-            err = body.get("error")
-            if isinstance(err, dict) and isinstance(err.get("message"), str):
-                return " ".join(err["message"].split())[:300]
-    return " ".join(resp.text.split())[:300] or resp.reason_phrase

@@ -24,7 +24,6 @@ vLLM's documented shapes (vLLM cannot run on the project's machines).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -40,7 +39,7 @@ from watcher.core.spec import Adapter, ModelSpec
 from watcher.core.verify import local_path
 from watcher.fsutil import write_atomically
 from watcher.plugins import PluginContext, parse_options
-from watcher.targets.base import unreachable
+from watcher.targets.base import error_text, unreachable
 from watcher.targets.v2repo import admin_client
 
 log = logging.getLogger("watcher.targets.openai_lora")
@@ -100,7 +99,7 @@ class OpenAILoraTarget:
         """Adapter name -> path, for adapters on `base_model` (any base when unset)."""
         resp = await self._call("GET", "/v1/models")
         if resp.status_code != 200:
-            raise TargetError(f"GET /v1/models: status {resp.status_code}: {_message(resp)}")
+            raise TargetError(f"GET /v1/models: status {resp.status_code}: {error_text(resp)}")
         try:
             cards = resp.json()["data"]
             return {
@@ -122,7 +121,7 @@ class OpenAILoraTarget:
     async def _unload(self, name: str) -> bool:
         """False when the server did not have it (404)."""
         resp = await self._call("POST", "/v1/unload_lora_adapter", {"lora_name": name})
-        if resp.status_code == 404 and "lora" in _message(resp).lower():
+        if resp.status_code == 404 and "lora" in error_text(resp).lower():
             return False
         if resp.status_code != 200:
             raise _api_error(f"unload adapter {name}", resp)
@@ -224,22 +223,8 @@ class OpenAILoraTarget:
         await self._client.aclose()
 
 
-def _message(resp: httpx.Response) -> str:
-    """The error text of either vLLM error shape, or FastAPI's `detail`, or the raw body."""
-    with contextlib.suppress(ValueError):
-        body = resp.json()
-        if isinstance(body, dict):
-            inner = body.get("error")
-            if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-                return " ".join(inner["message"].split())[:300]
-            for key in ("message", "detail"):
-                if isinstance(body.get(key), str):
-                    return " ".join(body[key].split())[:300]
-    return " ".join(resp.text.split())[:300] or resp.reason_phrase
-
-
 def _api_error(what: str, resp: httpx.Response) -> TargetError:
-    message = _message(resp)
+    message = error_text(resp)
     hint = ""
     if resp.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
         hint = " (is the server started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True?)"
