@@ -109,7 +109,7 @@ class SidecarImages:
         shutil.copy2(binary, ctx / "etcd")
         (ctx / "Containerfile").write_text(
             f"FROM {self.base()}\nCOPY etcd /usr/local/bin/etcd\n"
-            'USER 65534:65534\nEXPOSE 2379\nCMD ["/usr/local/bin/etcd"]\n')
+            'EXPOSE 2379\nCMD ["/usr/local/bin/etcd"]\n')
         self._build("etcd image", ctx / "Containerfile", ref, ctx)
         return ref
 
