@@ -13,10 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
-from tests.infra.common import wait_until
+from tests.infra.common import free_port, wait_until
+from tests.infra.daemon import DaemonHarness
+from tests.infra.model_server import ModelServer
 from tests.infra.podman import PodmanEnv
 from tests.infra.sidecar import SidecarImages
 
@@ -92,3 +95,58 @@ def model_dir(tmp_path: Path) -> Path:
     d.mkdir()
     d.chmod(0o755)
     return d
+
+
+# -- a real daemon's /metrics ---------------------------------------------------------------
+#: what happened just before each scrape
+SCENARIO = ("applied", "rejected", "failed", "applied again", "source down")
+
+
+@pytest.fixture(scope="session")
+def daemon_scrapes(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str]]:
+    """A real daemon (`[api] enabled = true`) driven through SCENARIO against the example
+    model server; /metrics scraped after each step: [(step, exposition text)]."""
+    tmp = tmp_path_factory.mktemp("scraped-daemon")
+    models = tmp / "models"
+    models.mkdir()
+    server = ModelServer(tmp / "server").start()
+    port = free_port()
+    settings = {**server.settings(),
+                "source": {"kind": "localdir", "path": str(models), "check_interval": 0.3,
+                           "max_backoff": 0.5},
+                "api": {"enabled": True, "port": port}}
+    settings.pop("runtime")
+    daemon = DaemonHarness(tmp / "daemon", settings)
+    scrapes: list[tuple[str, str]] = []
+
+    def scrape(step: str) -> None:
+        scrapes.append((step, httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text))
+
+    def write(doc: bytes) -> str:
+        from watcher.sources.localdir import revision_of
+
+        (models / "demo.yaml").write_bytes(doc)
+        return revision_of(doc)
+
+    try:
+        r1 = write(model_doc("v1.0.0", 0.7, name="demo"))
+        daemon.start()
+        daemon.wait_applied("demo", r1)
+        scrape("applied")
+        daemon.wait_outcome("demo", write(b"name: demo\nversion: [unclosed\n"), "rejected")
+        scrape("rejected")
+        failing = yaml.safe_load(model_doc("v1.0.1", 0.9, name="demo"))
+        failing["model"]["parameters"]["fail_health"] = True
+        daemon.wait_outcome("demo", write(yaml.safe_dump(failing).encode()), "failed")
+        scrape("failed")
+        daemon.wait_applied("demo", write(model_doc("v1.1.0", 0.5, name="demo")))
+        scrape("applied again")
+        models.rename(tmp / "models-gone")
+        wait_until(lambda: daemon.status()["daemon"].get("source_up") is False, 30,
+                   "the daemon to report its source down")
+        scrape("source down")
+    finally:
+        daemon.stop()
+        server.stop()
+    assert [s for s, _ in scrapes] == list(SCENARIO)
+    return scrapes
