@@ -12,15 +12,7 @@ for cmd in promtool zsh; do
   command -v "$cmd" >/dev/null 2>&1 || missing=1
 done
 if [ "$missing" = 1 ]; then
-  blocker=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    blocker=1
-  fi
-  trap 'if [ -n "$blocker" ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus zsh
+  apt_no_start prometheus zsh
   systemctl disable prometheus.service >/dev/null 2>&1 || true
 fi
 promtool --version | head -1
