@@ -24,6 +24,7 @@ COMMANDS = (
     "validate",
     "schema",
     "publish",
+    "revision",
     "pull",
     "push_weights",
     "keygen",
