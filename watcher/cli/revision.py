@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
 
-from watcher import plugins
-from watcher.cli.common import settings_from_args
+from watcher.cli.common import settings_from_args, source_plugin
 from watcher.core.errors import SourceUnavailable
 from watcher.sources.base import Source
 
@@ -29,15 +27,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    options: dict[str, Any] = settings.source.options()
-    if args.source and args.source != options["kind"]:
-        options = {"kind": args.source}
-    ctx = plugins.PluginContext(state_dir=settings.state_dir, environment=settings.environment)
 
     async def main() -> str:
-        source = plugins.create("source", options, ctx)
-        if not isinstance(source, Source):
-            raise plugins.contract_error("source", source, Source)
+        source = source_plugin(settings, args.source, Source)  # type: ignore[type-abstract]
         try:
             snapshot = await source.snapshot()
         finally:
