@@ -81,7 +81,7 @@ class SidecarImages:
     def watcher(self) -> str:
         """./Containerfile, exactly as users build it, FROM the Debian-made base."""
         base = self.base()
-        wheels, tools = self._wheelhouses()
+        wheels, tools = wheelhouses(self.tmp / "dist", self.cache, self.timings)
         ref = f"localhost/model-watcher:test-{self.tag}"
         pip = "--no-index --find-links /wheels --find-links /tools"
         self._build("watcher build", CONTAINERFILE, ref, ROOT, "-v", f"{wheels}:/wheels:ro",
@@ -124,31 +124,6 @@ class SidecarImages:
                               env={**os.environ, **self.podman.env}, capture_output=True, timeout=60)
         return proc.returncode == 0
 
-    def _wheelhouses(self) -> tuple[Path, Path]:
-        """The locked requirements' wheels (shared with the systemd tests' cache) and the
-        build tools' (uv at the Containerfile's version, hatchling), downloaded on the host."""
-        dist = Distribution(self.tmp / "dist")
-        marker = dist.wheels / ".complete"
-        if not marker.exists():
-            t0 = time.monotonic()
-            dist.download_wheels()
-            marker.write_text("")
-            self.timings["wheel download"] = time.monotonic() - t0
-        version = uv_version()
-        tools = self.cache / f"tools-uv{version}"
-        if not (tools / ".complete").exists():
-            for old in self.cache.glob("tools-*"):
-                shutil.rmtree(old, ignore_errors=True)
-            tools.mkdir(parents=True)
-            t0 = time.monotonic()
-            subprocess.run([dist.uv, "tool", "run", "--python", "3.11", "--from", "pip", "pip",
-                            "download", "--quiet", "--only-binary=:all:", "--dest", str(tools),
-                            f"uv=={version}", "hatchling"], check=True, capture_output=True,
-                           timeout=600)
-            (tools / ".complete").write_text("")
-            self.timings["tools download"] = time.monotonic() - t0
-        return dist.wheels, tools
-
     # -- housekeeping ------------------------------------------------------------------
     def remove_stale(self) -> None:
         """Containers, volumes and test images of sessions that died (their pid is gone)."""
@@ -170,6 +145,35 @@ class SidecarImages:
         for ref in (f"localhost/model-watcher:test-{self.tag}",
                     f"localhost/mw-example-model-server:test-{self.tag}"):
             self.podman.cli("rmi", "--force", ref, check=False, timeout=120)
+
+
+def wheelhouses(tmp: Path, cache: Path = CACHE / "sidecar",
+                timings: dict[str, float] | None = None) -> tuple[Path, Path]:
+    """The locked requirements' wheels (cached with the systemd tests', on their hash) and
+    the build tools' (uv at the Containerfile's version, hatchling), downloaded on the host:
+    for offline installs (`pip --no-index --find-links`) in containers and clean venvs."""
+    timings = {} if timings is None else timings
+    dist = Distribution(tmp)
+    marker = dist.wheels / ".complete"
+    if not marker.exists():
+        t0 = time.monotonic()
+        dist.download_wheels()
+        marker.write_text("")
+        timings["wheel download"] = time.monotonic() - t0
+    version = uv_version()
+    tools = cache / f"tools-uv{version}"
+    if not (tools / ".complete").exists():
+        for old in cache.glob("tools-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        tools.mkdir(parents=True)
+        t0 = time.monotonic()
+        subprocess.run([dist.uv, "tool", "run", "--python", "3.11", "--from", "pip", "pip",
+                        "download", "--quiet", "--only-binary=:all:", "--dest", str(tools),
+                        f"uv=={version}", "hatchling"], check=True, capture_output=True,
+                       timeout=600)
+        (tools / ".complete").write_text("")
+        timings["tools download"] = time.monotonic() - t0
+    return dist.wheels, tools
 
 
 def _pid_of(name: str) -> str:

@@ -29,6 +29,7 @@ COMMANDS = (
     "push_weights",
     "keygen",
     "sign",
+    "completion",
 )
 
 
