@@ -126,7 +126,8 @@ class SidecarImages:
 
     # -- housekeeping ------------------------------------------------------------------
     def remove_stale(self) -> None:
-        """Containers, volumes and test images of sessions that died (their pid is gone)."""
+        """Containers, volumes and test images of sessions that died (their pid is gone), and
+        build layers older than a day."""
         for kind, fmt in (("ps", "{{.Names}}"), ("volume", "{{.Name}}")):
             args = ("ps", "-a", "--format", fmt) if kind == "ps" else ("volume", "ls", "--format", fmt)
             for name in self.podman.cli(*args, check=False).split():
@@ -139,6 +140,8 @@ class SidecarImages:
             tag = ref.rpartition(":")[2]
             if tag.startswith("test-") and tag[5:].isdigit() and not Path(f"/proc/{tag[5:]}").exists():
                 self.podman.cli("rmi", "--force", ref, check=False, timeout=120)
+        # build layers of older sources: reused within a day, then dropped (bounded cache)
+        self.podman.cli("image", "prune", "--force", "--filter", "until=24h", check=False, timeout=300)
 
     def remove_test_images(self) -> None:
         """This session's images (the base, the etcd image and the build's layers stay)."""
