@@ -34,7 +34,7 @@ def sidecar_env(models: str) -> dict[str, str]:
         "MODEL_WATCHER_TARGET__URL": "http://127.0.0.1:8765/admin/reload",
         "MODEL_WATCHER_HEALTH__URL": "http://127.0.0.1:8765/health",
         "MODEL_WATCHER_HEALTH__PERIOD": "0.2",
-        "MODEL_WATCHER_API__ENABLED": "true",
+        # the API is on by the image's default; published through the server's namespace
         "MODEL_WATCHER_API__HOST": "0.0.0.0",
         # a JSON list through the environment (plug-in options are untyped in the core)
         "MODEL_WATCHER_POLICY__URI_SCHEMES": '["file"]',
