@@ -14,7 +14,7 @@ sync:
 	uv sync --frozen --all-extras
 
 lint: sync
-	uv run --frozen ruff check watcher tests bench examples
+	uv run --frozen ruff check watcher tests bench examples deploy docs/hooks
 	uv run --frozen mypy watcher
 
 unit: sync

@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 export PATH="$HOME/.local/bin:$PATH"
 uv sync --frozen --all-extras
-uv run --frozen ruff check watcher tests bench examples
+uv run --frozen ruff check watcher tests bench examples deploy docs/hooks
 uv run --frozen mypy watcher
 exec uv run --frozen pytest tests/unit tests/fuzz tests/integration "$@"

@@ -9,6 +9,7 @@ one line per problem naming the field; the CLI turns that into exit status 2.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -109,6 +111,38 @@ class ApiSettings(_Section):
     port: int = Field(9464, ge=0, le=65535)
 
 
+#: Sections whose keys the core does not type (plug-in options, feature settings).
+_FREE_FORM = ("source", "target", "runtime", "router", "webhook", "alerts", "tracing", "weights")
+
+
+def _decode_json_values(value: Any) -> Any:
+    """A JSON list or table given as a string becomes that list or table (recursively)."""
+    if isinstance(value, dict):
+        return {k: _decode_json_values(v) for k, v in value.items()}
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        return decoded if isinstance(decoded, (list, dict)) else value
+    return value
+
+
+class _EnvSource(EnvSettingsSource):
+    """MODEL_WATCHER_* variables. pydantic-settings decodes JSON only for fields it knows
+    the type of; a plug-in's options are untyped here (the plug-in validates them), so
+    `MODEL_WATCHER_SOURCE__ENDPOINTS='["http://etcd:2379"]'` would reach it as a string.
+    Lists and tables written as JSON are decoded for those sections (a container's
+    settings often come from environment variables alone)."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        for section in _FREE_FORM:
+            if isinstance(data.get(section), dict):
+                data[section] = _decode_json_values(data[section])
+        return data
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MODEL_WATCHER_", env_nested_delimiter="__", extra="forbid"
@@ -150,7 +184,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = _toml_path.get()
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _EnvSource(settings_cls)]
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)

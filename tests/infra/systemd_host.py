@@ -33,10 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.infra.common import CACHE, ROOT, require_binary, wait_until
-from tests.infra.podman import PodmanEnv
+from tests.infra.common import CACHE, ROOT, wait_until
+from tests.infra.rootfs_image import RootfsImage
 
-HINT = "Debian package mmdebstrap (scripts/deps/60-systemd.sh)"
 SUITE = "bookworm"
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "polkitd", "nginx-light")
 #: Run in the new root filesystem: nothing of it may listen on the host's network at boot.
@@ -57,57 +56,14 @@ CONFIG = "/etc/model-watcher/watcher.toml"
 
 
 def rootfs_key() -> str:
-    data = json.dumps({"suite": SUITE, "packages": PACKAGES, "hooks": HOOKS})
-    return hashlib.sha256(data.encode()).hexdigest()[:12]
+    return SystemdImage().key
 
 
-class SystemdImage:
+class SystemdImage(RootfsImage):
     """The cached root filesystem, imported into a podman storage under the test cache."""
 
     def __init__(self, cache: Path = CACHE / "systemd-host") -> None:
-        self.cache = cache
-        self.key = rootfs_key()
-        self.tar = cache / f"rootfs-{self.key}.tar"
-        self.podman = PodmanEnv(cache / "podman")
-        self.ref = f"localhost/mw-systemd-host:{self.key}"
-        self.timings: dict[str, float] = {}
-
-    def ensure(self) -> str:
-        if self._exists():
-            return self.ref
-        if not self.tar.exists():
-            self._build()
-        t0 = time.monotonic()
-        self.podman.cli("import", "--quiet", str(self.tar), self.ref, timeout=600)
-        self.timings["podman import"] = time.monotonic() - t0
-        stale = self.podman.cli("images", "--format", "{{.Repository}}:{{.Tag}}",
-                                "--filter", "reference=localhost/mw-systemd-host", check=False)
-        for ref in stale.split():
-            if ref != self.ref:  # built from an older package list
-                self.podman.cli("rmi", "--force", ref, check=False, timeout=120)
-        return self.ref
-
-    def _exists(self) -> bool:
-        proc = subprocess.run([self.podman.binary, "image", "exists", self.ref],
-                              env={**os.environ, **self.podman.env}, capture_output=True, timeout=60)
-        return proc.returncode == 0
-
-    def _build(self) -> None:
-        mmdebstrap = require_binary("mmdebstrap", HINT)
-        self.cache.mkdir(parents=True, exist_ok=True)
-        partial = self.tar.with_suffix(f".{os.getpid()}.partial")
-        argv = [mmdebstrap, "--quiet", "--variant=apt", "--format=tar", "--include=" + ",".join(PACKAGES),
-                *(f"--customize-hook={h}" for h in HOOKS), SUITE, str(partial)]
-        t0 = time.monotonic()
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            partial.unlink(missing_ok=True)
-            raise RuntimeError(f"mmdebstrap exited {proc.returncode}: {proc.stderr[-2000:]}")
-        partial.replace(self.tar)  # atomic: a concurrent session sees all of it or nothing
-        self.timings["mmdebstrap"] = time.monotonic() - t0
-        for old in self.cache.glob("rootfs-*.tar"):
-            if old != self.tar:
-                old.unlink(missing_ok=True)
+        super().__init__(cache, "mw-systemd-host", PACKAGES, hooks=HOOKS, suite=SUITE)
 
 
 class Distribution:

@@ -55,3 +55,20 @@ def test_building_the_parser_imports_no_command_s_heavy_libraries() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout.strip()
     assert out == "[]", out
+
+
+def test_revision_reads_the_center_for_a_compare_and_swap(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    settings = tmp_path / "w.toml"
+    settings.write_text(f'state_dir = "{tmp_path}/s"\n[source]\nkind = "localdir"\npath = "{models}"\n')
+    assert run("--config", str(settings), "revision", "demo").stdout.strip() == "0"
+    doc = tmp_path / "demo.yaml"
+    doc.write_text("name: demo\nversion: v1.0.0\nmodel: {uri: 'file:///srv/m'}\n")
+    published = run("--config", str(settings), "publish", "demo", str(doc), "--if-revision", "0")
+    assert published.returncode == 0, published.stderr
+    assert run("--config", str(settings), "revision", "demo").stdout.strip() == published.stdout.strip()
+    (models / "demo.yaml").unlink()
+    models.rmdir()
+    gone = run("--config", str(settings), "revision", "demo")
+    assert gone.returncode == 4 and "does not exist" in gone.stderr, gone.stderr

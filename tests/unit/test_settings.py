@@ -46,3 +46,21 @@ def test_invalid_settings_name_the_field(tmp_path: Path, text: str, message: str
 def test_missing_explicit_file() -> None:
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings("/nonexistent/watcher.toml")
+
+
+def test_env_json_lists_reach_plugin_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sidecar's settings come from the environment alone: JSON lists and tables in
+    untyped (plug-in, feature) sections are decoded; other strings stay strings."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODEL_WATCHER_SOURCE__KIND", "etcd")
+    monkeypatch.setenv("MODEL_WATCHER_SOURCE__ENDPOINTS", '["http://etcd:2379", "http://b:2379"]')
+    monkeypatch.setenv("MODEL_WATCHER_SOURCE__PASSWORD", "[not json")
+    monkeypatch.setenv("MODEL_WATCHER_SOURCE__TIMEOUT", "3")
+    monkeypatch.setenv("MODEL_WATCHER_ALERTS__NOTIFIERS", '{"oncall": {"kind": "slack", "url_env": "U"}}')
+    s = load_settings()
+    assert s.source.options() == {"kind": "etcd", "endpoints": ["http://etcd:2379", "http://b:2379"],
+                                  "password": "[not json", "timeout": "3"}
+    assert s.alerts == {"notifiers": {"oncall": {"kind": "slack", "url_env": "U"}}}
+    from watcher.sources.etcd import EtcdOptions
+
+    assert EtcdOptions.model_validate({k: v for k, v in s.source.options().items() if k != "kind"}).timeout == 3

@@ -24,10 +24,12 @@ COMMANDS = (
     "validate",
     "schema",
     "publish",
+    "revision",
     "pull",
     "push_weights",
     "keygen",
     "sign",
+    "completion",
 )
 
 

@@ -11,10 +11,8 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
 
-from watcher import plugins
-from watcher.cli.common import settings_from_args
+from watcher.cli.common import settings_from_args, source_plugin
 from watcher.cli.validate import check_file
 from watcher.core.errors import ConflictError, RejectedError, SourceUnavailable
 from watcher.sources.base import Publisher
@@ -39,15 +37,9 @@ def run(args: argparse.Namespace) -> int:
     except RejectedError as exc:
         print(f"model-watcher: not published: {exc.reason}", file=sys.stderr)
         return 1
-    options: dict[str, Any] = settings.source.options()
-    if args.source and args.source != options["kind"]:
-        options = {"kind": args.source}
-    ctx = plugins.PluginContext(state_dir=settings.state_dir, environment=settings.environment)
 
     async def main() -> str:
-        publisher = plugins.create("source", options, ctx)
-        if not isinstance(publisher, Publisher):
-            raise plugins.contract_error("source", publisher, Publisher)
+        publisher = source_plugin(settings, args.source, Publisher)  # type: ignore[type-abstract]
         try:
             revision: str = await publisher.publish(args.model, raw, if_revision=args.if_revision)
             return revision

@@ -8,6 +8,10 @@ stay bounded: `reason` is a class of reason (`document`, `policy`, `verification
                                                              (core/outcome.py LABELS)
     model_watcher_applied_info{model,revision,version}      1 for the applied revision
     model_watcher_applied_timestamp_seconds{model}
+    model_watcher_last_outcome_timestamp_seconds{model,outcome}
+                                                             when each Outcome label last happened
+                                                             (a refusal newer than every success:
+                                                             behind the config center)
     model_watcher_apply_duration_seconds{model,plan}        histogram (Outcome.duration)
     model_watcher_publish_to_applied_seconds{model}         histogram (observed at the source
                                                              -> applied)
@@ -81,6 +85,10 @@ class Metrics:
                                   ["model", "revision", "version"], registry=r)
         self.applied_ts = Gauge("model_watcher_applied_timestamp_seconds",
                                 "When the applied revision was committed", ["model"], registry=r)
+        self.last_outcome = Gauge(
+            "model_watcher_last_outcome_timestamp_seconds",
+            "When a revision or action of the model last had this outcome", ["model", "outcome"],
+            registry=r)
         self.apply_duration = Histogram(
             "model_watcher_apply_duration_seconds", "Apply duration, health gate included",
             ["model", "plan"], buckets=_DURATION_BUCKETS, registry=r)
@@ -125,6 +133,7 @@ class Metrics:
 
     def _on_outcome(self, o: Outcome) -> None:
         self.revisions.labels(o.model, o.label, reason_label(o)).inc()
+        self.last_outcome.labels(o.model, o.label).set(o.at)
         if o.restored is not None:
             self.rollbacks.labels(o.model, "daemon").inc()
         elif o.label == "rolled_back":

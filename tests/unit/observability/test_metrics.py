@@ -38,6 +38,18 @@ def test_reason_labels() -> None:
     assert rl(Outcome(Verdict.DELETED, "m", "deleted")) == ""
 
 
+def test_last_outcome_timestamps_tell_a_refusal_newer_than_every_success() -> None:
+    """The rule ModelBehindConfigCenter compares these (deploy/prometheus/)."""
+    m = metrics.Metrics()
+    m.on_message(Outcome(Verdict.APPLIED, "a", "1", plan=HOT, at=100.0))
+    m.on_message(Outcome(Verdict.REJECTED, "a", "2", error="DocumentError", at=200.0))
+    m.on_message(Outcome(Verdict.APPLIED, "a", "3", plan=HOT, action=Action.ROLLBACK, at=300.0))
+    s = samples(m)
+    ts = {dict(labels)["outcome"]: v for (name, labels), v in s.items()
+          if name == "model_watcher_last_outcome_timestamp_seconds"}
+    assert ts == {"applied": 100.0, "rejected": 200.0, "rolled_back": 300.0}
+
+
 def test_sequence() -> None:
     m = metrics.Metrics()
     m.on_message(Event(Kind.SOURCE_DOWN))
