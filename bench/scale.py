@@ -3,7 +3,8 @@
     python -m bench.scale --source etcd --models 1000 --publishes 10000
 
 Reports the time from the first publish until every model's last publish has reached the
-receiver (the model server stand-in), whether every model ended at its last revision, how
+receiver (the model server stand-in), and how much of it came after the last publish (the
+backlog the daemon still had when the burst ended), whether every model ended at its last revision, how
 many applies that took (coalescing: far fewer than publishes), and the daemon's peak RSS.
 """
 
@@ -74,6 +75,7 @@ def burst(kind: str, root: Path, models: int, publishes: int, threads: int) -> d
             assert daemon.proc is not None
             return {"source": kind, "models": models, "publishes": publishes,
                     "published_in_s": published_in, "converged_in_s": converged,
+                    "settled_after_burst_s": converged - published_in,
                     "models_correct": correct, "applies": rx.count - before,
                     "peak_rss_mib": peak_rss(daemon.proc.pid) / 2**20}
         finally:
@@ -94,9 +96,11 @@ def main() -> None:
         for kind in kinds:
             results.append(burst(kind, Path(tmp) / kind, args.models, args.publishes, args.threads))
     rows = [[r["source"], r["models"], r["publishes"], r["published_in_s"], r["converged_in_s"],
+             r["settled_after_burst_s"],
              f"{r['models_correct']}/{r['models']}", r["applies"], r["peak_rss_mib"]] for r in results]
     text = table("burst across many models (quiescence 0.2 s / 2 s)",
-                 ["source", "models", "publishes", "published in s", "converged in s", "at last revision",
+                 ["source", "models", "publishes", "published in s", "converged in s",
+                  "after the last publish s", "at last revision",
                   "applies", "peak RSS MiB"], rows)
     emit("scale", text, {"results": results})
 
