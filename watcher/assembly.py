@@ -11,6 +11,7 @@ import contextlib
 from dataclasses import dataclass
 
 from watcher import plugins
+from watcher.core.admission import Gates
 from watcher.core.events import EventBus
 from watcher.core.executor import Executor
 from watcher.core.reconciler import Reconciler
@@ -36,9 +37,10 @@ class Parts:
             await self.executor.aclose()
 
 
-def build(settings: Settings, state: State, bus: EventBus) -> Parts:
+def build(settings: Settings, state: State, bus: EventBus, gates: Gates | None = None) -> Parts:
     """Create the configured plug-ins and a reconciler over them. Raises WatcherError
-    (SettingsError, PluginError) naming the field when anything is wrong."""
+    (SettingsError, PluginError) naming the field when anything is wrong. `gates` (the
+    daemon's, which features may fill) default to no-ops."""
     from watcher.core import verify
 
     verify.load_trusted_keys(settings.trust.trusted_keys)  # a bad key fails at start (exit 2)
@@ -53,6 +55,7 @@ def build(settings: Settings, state: State, bus: EventBus) -> Parts:
                if settings.runtime else None)
     if runtime is not None and not isinstance(runtime, Runtime):
         raise plugins.contract_error("runtime", runtime, Runtime)
-    executor = Executor(settings, target, runtime)
-    reconciler = Reconciler(settings, state, bus, executor, source_name=settings.source.kind)
+    executor = Executor(settings, target, runtime, gates=gates)
+    reconciler = Reconciler(settings, state, bus, executor, source_name=settings.source.kind,
+                            gates=gates)
     return Parts(source, executor, reconciler)

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from watcher.core.admission import Gates
 from watcher.core.errors import WatcherError
 from watcher.core.events import EventBus
 from watcher.core.state import State
@@ -56,6 +57,8 @@ class FeatureContext:
     operator: Callable[[], Operator | None]
     #: True once the first full reconcile after start is done (READY).
     ready: Callable[[], bool] = field(default=lambda: False)
+    #: Admission and restart slots (core/admission.py): a feature may install its own.
+    gates: Gates = field(default_factory=Gates)
 
     @functools.cached_property
     def metrics(self) -> Metrics:
@@ -75,6 +78,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "watcher.api.server": ("api", "webhook", "state_dir"),
     "watcher.alerts": ("alerts",),
     "watcher.observability.tracing_otel": ("tracing",),
+    "watcher.fleet.feature": ("fleet", "source", "health"),
 }
 
 

@@ -24,6 +24,7 @@ COMMANDS = (
     "validate",
     "schema",
     "publish",
+    "rollout",
     "pull",
     "push_weights",
     "keygen",

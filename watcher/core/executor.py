@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import httpx
 
+from watcher.core.admission import Gates
 from watcher.core.errors import ApplyError, HealthGateError, RuntimeStartError, TargetError
 from watcher.core.health import GateResult, HealthCheck, Prober, gate
 from watcher.core.plan import Plan
@@ -37,8 +38,10 @@ def _rolled_back(exc: ApplyError) -> ApplyError:
 
 class Executor:
     def __init__(self, settings: Settings, target: Target | None, runtime: Runtime | None, *,
-                 prober: Prober | None = None) -> None:
+                 prober: Prober | None = None, gates: Gates | None = None) -> None:
         self.settings = settings
+        #: RestartSlots (core/admission.py): held around every restart (a fleet-wide limit).
+        self.gates = gates or Gates()
         self.target = target
         self.runtime = runtime
         self._prober = prober
@@ -138,24 +141,25 @@ class Executor:
         assert runtime is not None
         before = await runtime.instances(spec.name)
         await runtime.prepare(spec)
-        new = await runtime.start(spec, revision)
-        old = [i for i in before if i.id != new.id]
-        try:
-            await self.health(spec, new)
+        async with self.gates.restarts.slot(spec.name):  # start .. promote: unavailable
+            new = await runtime.start(spec, revision)
+            old = [i for i in before if i.id != new.id]
+            try:
+                await self.health(spec, new)
 
-            async def step_check(inst: Instance) -> str | None:
-                try:
-                    await self.health(spec, inst)
-                except HealthGateError as exc:
-                    return exc.reason
-                return None
+                async def step_check(inst: Instance) -> str | None:
+                    try:
+                        await self.health(spec, inst)
+                    except HealthGateError as exc:
+                        return exc.reason
+                    return None
 
-            await runtime.promote(new, old[0] if old else None, step_check)
-            for extra in old[1:]:
-                await runtime.discard(extra)
-        except ApplyError as exc:
-            await self._recover_restart(runtime, new, spec, previous, exc)
-            raise
+                await runtime.promote(new, old[0] if old else None, step_check)
+                for extra in old[1:]:
+                    await runtime.discard(extra)
+            except ApplyError as exc:
+                await self._recover_restart(runtime, new, spec, previous, exc)
+                raise
         return new
 
     async def _recover_restart(self, runtime: Runtime, new: Instance, spec: ModelSpec,

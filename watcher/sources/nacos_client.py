@@ -253,7 +253,18 @@ def _content_type(data_id: str) -> str:
 
 
 async def _create_service(options: NacosOptions, root: Path) -> Any:
-    from v2.nacos import ClientConfigBuilder, GRPCConfig, NacosConfigService, TLSConfig
+    from v2.nacos import NacosConfigService
+
+    config = client_config(options, root)
+    config.disable_use_config_cache = True  # a failed read raises; no stale snapshot
+    config.load_cache_at_start = False
+    return await NacosConfigService.create_config_service(config)
+
+
+def client_config(options: NacosOptions, root: Path) -> Any:
+    """The SDK's ClientConfig for `options` (address, namespace, auth, TLS, timeouts, logs
+    and cache under `root`); the fleet's naming client is built from it too."""
+    from v2.nacos import ClientConfigBuilder, GRPCConfig, TLSConfig
 
     (root / "cache").mkdir(parents=True, exist_ok=True)
     (root / "log").mkdir(parents=True, exist_ok=True)
@@ -277,10 +288,7 @@ async def _create_service(options: NacosOptions, root: Path) -> Any:
     root_logger = logging.getLogger()
     if _ROOT_FILTER not in root_logger.filters:
         root_logger.addFilter(_ROOT_FILTER)
-    config = builder.build()
-    config.disable_use_config_cache = True  # a failed read raises; no stale snapshot
-    config.load_cache_at_start = False
-    return await NacosConfigService.create_config_service(config)
+    return builder.build()
 
 
 def _kick_listen_loop(service: Any) -> None:
