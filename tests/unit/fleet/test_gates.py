@@ -177,9 +177,9 @@ def test_fleet_settings_validate_and_refuse_single_host_sources(tmp_path: Path) 
     etcd = {"kind": "etcd", "prefix": "/mw/models/"}
     with pytest.raises(SettingsError, match="must not contain each other"):
         fleet_settings(Settings(**base, source=etcd, fleet={"enabled": True, "prefix": "/mw/"}))
-    with pytest.raises(SettingsError, match="fleet.ttl"):
+    with pytest.raises(SettingsError, match=r"fleet\.ttl"):
         fleet_settings(Settings(**base, source=etcd, fleet={"enabled": True, "ttl": 1}))
-    with pytest.raises(SettingsError, match="fleet.labels"):
+    with pytest.raises(SettingsError, match=r"fleet\.labels"):
         fleet_settings(Settings(**base, source=etcd, fleet={"enabled": True, "labels": {"a b": "c"}}))
     fleet = fleet_settings(Settings(**base, source=etcd, fleet={"enabled": True}))
     assert fleet is not None and fleet.member_id and fleet.renew_interval == pytest.approx(10 / 3)
