@@ -49,7 +49,8 @@ def snapshot(record: RolloutRecord, reports: dict[str, MemberReport]) -> dict[st
     return {"model": model, "rollout": record.id, "phase": record.phase,
             "step": record.step + 1, "steps": len(record.policy.steps), "revision": revision,
             "version": record.version, "previous": record.previous, "reason": record.reason,
-            "failed": list(record.failed), "members": n, "serving": len(took),
+            "failed": list(record.failed), "members": n, "covered": list(record.members),
+            "serving": len(took),
             "created_at": record.created_at, "created_by": record.created_by,
             "policy": record.policy.model_dump(mode="json"), "progress": steps, "rows": rows,
             "at": time.time()}

@@ -8,8 +8,10 @@ beyond them:
   says the answer may have changed; `refuse` records it `rejected` with the reason (handled,
   never applied: an aborted rollout). Must answer at once, from what the admission already
   knows: it runs on the event loop inside the Sink.
-* `RestartSlots.slot(model)`, held by the executor around a restart-class apply (start,
-  health gate, promote), so that at most N members of a fleet restart at once.
+* `RestartSlots.slot(model, revision)`, held by the executor around a restart-class apply
+  (start, health gate, promote), so that at most N members of a fleet restart at once; it
+  may refuse (ApplyError: the apply fails, nothing restarted), e.g. into a revision whose
+  rollout was aborted while this member waited for its slot.
 
 `Gates` is the daemon-lifetime holder of both. The daemon builds one and hands it to every
 generation's reconciler and executor (they read it at each use) and to the features, so a
@@ -46,10 +48,10 @@ class Admission(Protocol):
 
 
 class RestartSlots(Protocol):
-    def slot(self, model: str) -> AbstractAsyncContextManager[None]:
-        """Held while `model` restarts; waiting for it may take long (the apply's deadline
-        bounds it). Raising ApplyError refuses the restart (the apply fails, the last good
-        state keeps serving)."""
+    def slot(self, model: str, revision: str) -> AbstractAsyncContextManager[None]:
+        """Held while `model` restarts into `revision`; waiting for it may take long (the
+        apply's deadline bounds it). Raising ApplyError refuses the restart (the apply
+        fails, the last good state keeps serving)."""
         ...
 
 
@@ -60,7 +62,7 @@ class AdmitAll:
 
 class Unlimited:
     @contextlib.asynccontextmanager
-    async def slot(self, model: str) -> AsyncIterator[None]:
+    async def slot(self, model: str, revision: str) -> AsyncIterator[None]:
         yield
 
 

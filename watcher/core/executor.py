@@ -141,7 +141,7 @@ class Executor:
         assert runtime is not None
         before = await runtime.instances(spec.name)
         await runtime.prepare(spec)
-        async with self.gates.restarts.slot(spec.name):  # start .. promote: unavailable
+        async with self.gates.restarts.slot(spec.name, revision):  # start .. promote: unavailable
             new = await runtime.start(spec, revision)
             old = [i for i in before if i.id != new.id]
             try:

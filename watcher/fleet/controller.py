@@ -54,6 +54,7 @@ class Controller:
     async def run(self) -> None:
         while True:
             await self.backend.campaign()
+            log.info("fleet: %s leads the rollout controller", self.backend.member_id)
             self.on_leading(True)
             try:
                 await self._lead()
@@ -72,7 +73,7 @@ class Controller:
                     try:
                         await self.evaluate(time.time())
                     except SourceError as exc:
-                        log.info("fleet controller: %s; deciding again shortly", exc.reason)
+                        log.debug("fleet controller: %s; deciding again shortly", exc.reason)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), TICK)
@@ -101,6 +102,8 @@ class Controller:
             new = decide(stored.record, reports, now, document=document)
             if new is None:
                 continue
+            log.debug("fleet controller: %s: %s step %d -> %s step %d", model, stored.record.phase,
+                      stored.record.step + 1, new.phase, new.step + 1)
             version = await self.backend.write_rollout(new, stored.version, fenced=True)
             if version is None:  # someone else wrote (an operator): read it, decide again
                 fresh = await self.backend.read_rollout(model)

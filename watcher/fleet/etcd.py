@@ -161,7 +161,6 @@ class EtcdFleet:
                                   "lease": str(lease)}}])
             if revision is not None:
                 self._leader = (lease, revision)
-                log.info("fleet: %s leads the rollout controller", self.member_id)
                 return
             current = await self.keys.get(key)
             if current is None:

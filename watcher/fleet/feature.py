@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from watcher.core.admission import AdmitAll, Decision, Unlimited
-from watcher.core.errors import SettingsError, SourceError
+from watcher.core.errors import SettingsError, SourceError, SourceUnavailable
 from watcher.core.events import Event, Kind
 from watcher.fleet.backend import FleetBackend
 from watcher.fleet.controller import Controller
@@ -127,20 +127,39 @@ async def serve(ctx: FeatureContext) -> None:
 
 async def _supervised(name: str, loop: Callable[[], Awaitable[None]]) -> None:
     """Run `loop` for as long as the feature runs: an outage of the center (SourceError) or
-    a defect (logged with its traceback) restarts it after a backoff, never ends the fleet."""
+    a defect (logged with its traceback) restarts it after a backoff, never ends the fleet.
+    A CancelledError that is not ours (nacos-sdk-python cancels futures its callers await
+    while it reconnects) is an outage too: it must not end the loop silently."""
     async for attempt in AsyncRetrying(retry=retry_if_exception_type(Exception),
                                        wait=wait_exponential_jitter(0.2, max=5.0),
                                        before_sleep=lambda state: _failed(name, state)):
         with attempt:
-            await loop()
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                raise SourceUnavailable(f"fleet {name}: a call was cancelled under it") from None
+
+
+_last_failure: dict[str, float] = {}
+#: a loop failing again within this long is the same outage: logged at DEBUG only
+QUIET = 60.0
 
 
 def _failed(name: str, state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
-    if isinstance(exc, SourceError):
-        log.info("fleet %s: %s; again shortly", name, exc.reason)
-    else:
+    now = time.monotonic()
+    first = now - _last_failure.get(name, float("-inf")) > QUIET
+    _last_failure[name] = now
+    if not isinstance(exc, SourceError):
         log.error("fleet %s failed; restarting it", name, exc_info=exc)
+    elif first:
+        log.warning("fleet %s: %s; retrying with backoff (the last good state keeps serving)",
+                    name, exc.reason)
+    else:
+        log.debug("fleet %s: %s; again shortly", name, exc.reason)
 
 
 def _stream(backend: FleetBackend, view: RolloutView) -> Callable[[], Awaitable[None]]:

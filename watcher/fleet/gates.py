@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from watcher.core.admission import ADMIT, Decision
+from watcher.core.errors import ApplyError
 from watcher.fleet.backend import FleetBackend
 from watcher.fleet.settings import FleetSettings
 from watcher.fleet.view import RolloutView
@@ -116,7 +117,7 @@ class FleetSlots:
         return self.fleet.max_unavailable
 
     @contextlib.asynccontextmanager
-    async def slot(self, model: str) -> AsyncIterator[None]:
+    async def slot(self, model: str, revision: str) -> AsyncIterator[None]:
         limit = self.limit(model)
         if limit <= 0:
             yield
@@ -124,6 +125,7 @@ class FleetSlots:
         self.member.busy(model, "queued")  # waiting for a restart slot
         try:
             async with self.backend.slot(model, limit):
+                self._refuse_if_aborted(model, revision)
                 # The report says `restarting` from after the slot is taken until before it
                 # is given back: the reports bracket the real restart, so they can never
                 # show more restarting members than there are slots.
@@ -136,3 +138,11 @@ class FleetSlots:
                     await self.member.flush()
         finally:
             self.member.busy(model, None)
+
+    def _refuse_if_aborted(self, model: str, revision: str) -> None:
+        """A member that waited for its slot while the rollout was aborted must not restart
+        into the aborted revision (the rollback after an abort restarts into another one)."""
+        stored = self.view.record(model)
+        if stored is not None and stored.record.phase == "aborted" and stored.record.revision == revision:
+            raise ApplyError(f"not restarted: rollout {stored.record.id} was aborted while this "
+                             f"member waited for a restart slot ({stored.record.reason})")

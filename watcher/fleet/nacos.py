@@ -27,6 +27,7 @@ from typing import Any
 
 from watcher.core.errors import SourceError, SourceUnavailable
 from watcher.fleet.backend import Document, Stored
+from watcher.fleet.nacos_configs import BoundedConfigs, raise_if_ours
 from watcher.fleet.nacos_slots import hold_slot
 from watcher.fleet.record import RolloutRecord
 from watcher.fleet.report import MemberReport
@@ -48,9 +49,10 @@ class NacosFleet:
         self.fleet = fleet
         self.member_id = fleet.member_id
         self.dir = state_dir / "fleet"
-        self.configs = NacosClient(self.options.model_copy(update={"group": fleet.group}),
-                                   self.dir, log)
-        self._docs: NacosClient | None = None
+        self.configs = BoundedConfigs(NacosClient(
+            self.options.model_copy(update={"group": fleet.group}), self.dir, log),
+            self.options.timeout * 2)
+        self._docs: BoundedConfigs | None = None
         self._naming: Any = None
         self._report = MemberReport(self.member_id, dict(fleet.labels))
         self._live: dict[str, MemberReport] | None = None
@@ -82,6 +84,8 @@ class NacosFleet:
             report = MemberReport.decode(str((inst.metadata or {}).get("r", "")))
             if report is not None and getattr(inst, "healthy", True):
                 live[report.id] = report
+        if self._live is None or set(live) != set(self._live):
+            log.debug("fleet: live members now %s", sorted(live))
         self._live = live
         self._changed.set()
 
@@ -97,8 +101,17 @@ class NacosFleet:
         return tuple(m for m, r in self._report.models.items() if r.state != "serving")
 
     async def _call(self, what: str, call: Callable[[], Any]) -> Any:
+        """One naming call, bounded: after a server restart the SDK can leave a call waiting
+        for ever (measured: a report stuck for minutes), so every call has the deadline."""
         try:
-            return await call()
+            async with asyncio.timeout(self.options.timeout * 2):
+                return await call()
+        except TimeoutError:
+            raise SourceUnavailable(f"Nacos naming: {what} got no answer within "
+                                    f"{self.options.timeout * 2:g}s") from None
+        except asyncio.CancelledError:
+            raise_if_ours()
+            raise SourceUnavailable(f"Nacos naming: {what} was cancelled by the SDK") from None
         except Exception as exc:
             raise SourceUnavailable(f"Nacos naming: {what} failed: {exc}") from exc
 
@@ -107,7 +120,10 @@ class NacosFleet:
         while True:
             try:
                 naming = await self._service()
-                healthy = bool(await naming.server_health())
+                healthy = bool(await self._call("health", naming.server_health))
+                # Read the list too: after a server restart the SDK's subscription may stay
+                # silent (measured), which would leave the leader with stale reports.
+                await self.members()
                 missing = self._live is not None and self.member_id not in self._live
                 if not self._registered or missing:  # first time, or lost with the server
                     await self._register(naming)
@@ -220,7 +236,8 @@ class NacosFleet:
 
     async def read_document(self, model: str) -> Document | None:
         if self._docs is None:
-            self._docs = NacosClient(self.options, self.dir / "documents", log)
+            self._docs = BoundedConfigs(NacosClient(self.options, self.dir / "documents", log),
+                                        self.options.timeout * 2)
         content = await self._docs.get(self.options.data_id_for(model))
         return Document(content_md5(content), content.encode()) if content is not None else None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,15 +34,27 @@ def member_id(i: int) -> str:
 
 class Fleet:
     def __init__(self, root: Path, source: dict[str, Any], n: int, *, ttl: float = 3.0,
-                 runtime: bool = True, labels: Any = None) -> None:
+                 runtime: bool = True, labels: Any = None, fleet: dict[str, Any] | None = None) -> None:
         self.root = root
         self.source = source
+        self.fleet_options = dict(fleet or {})
         self.ttl = ttl
         self.runtime = runtime
         self.labels = labels or (lambda i: {"zone": "a" if i % 2 == 0 else "b"})
         self.servers: dict[str, ModelServer] = {}
         self.daemons: dict[str, DaemonHarness] = {}
         self._parallel(self.add, range(n))
+        self._closed = threading.Event()
+        threading.Thread(target=self._reap, daemon=True).start()
+
+    def _reap(self) -> None:
+        """Reap the servers a `restart` stopped: they are this process's children, and the
+        example server's restart waits (up to 5 s) until the old pid is gone, which a zombie
+        never is."""
+        while not self._closed.wait(0.05):
+            for server in list(self.servers.values()):
+                if server.proc is not None:
+                    server.proc.popen.poll()
 
     @staticmethod
     def _parallel(fn: Any, items: Any) -> list[Any]:
@@ -55,7 +68,7 @@ class Fleet:
         settings = {"source": dict(self.source), "log_level": "INFO",
                     "reconcile": {"wait_min": 0.02, "wait_max": 0.2, "shutdown_grace": 10.0},
                     "fleet": {"enabled": True, "member_id": mid, "labels": self.labels(i),
-                              "ttl": self.ttl, "probe_interval": 0.5},
+                              "ttl": self.ttl, "probe_interval": 0.5, **self.fleet_options},
                     **server.settings()}
         if not self.runtime:
             settings.pop("runtime")
@@ -74,6 +87,7 @@ class Fleet:
         self._parallel(lambda mid: self.daemons[mid].wait_ready(60), chosen)
 
     def close(self) -> None:
+        self._closed.set()
         self._parallel(lambda d: d.stop(), list(self.daemons.values()))
         self._parallel(lambda s: s.stop(), list(self.servers.values()))
 
@@ -143,3 +157,58 @@ class EtcdView:
     def leader(self) -> str | None:
         raw = self._range(self.prefix + "leader").get(self.prefix + "leader")
         return raw.decode() if raw else None
+
+
+class ReportStream:
+    """Every change of the members' reports, in etcd's order (one watch from now on, read by
+    a thread), and the most members that reported `restarting` a model at any one revision:
+    the max_unavailable measurement, from the members' own reports."""
+
+    def __init__(self, endpoint: str, model: str = "demo", prefix: str = FLEET + "members/") -> None:
+        self.model = model
+        self.restarting: set[str] = set()
+        self.max_restarting = 0
+        self.seen_restarting: set[str] = set()
+        self.events = 0
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        self._body = {"create_request": {"key": base64.b64encode(prefix.encode()).decode(),
+                                         "range_end": base64.b64encode(end.encode()).decode()}}
+        self._url = f"{endpoint}/v3/watch"
+        self._client = httpx.Client(timeout=httpx.Timeout(5.0, read=None))
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise TimeoutError("the report watch did not start")
+
+    def _run(self) -> None:
+        try:
+            with self._client.stream("POST", self._url, json=self._body) as response:
+                for line in response.iter_lines():
+                    result = json.loads(line).get("result", {}) if line.strip() else {}
+                    if result.get("created"):
+                        self._ready.set()
+                    for event in result.get("events") or []:
+                        self._apply(event)
+        except (httpx.HTTPError, ValueError):
+            return  # closed by close(), or etcd went away (the test notices)
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        self.events += 1
+        key = base64.b64decode(event["kv"]["key"]).decode()
+        member = key.rsplit("/", 1)[-1]
+        if event.get("type") == "DELETE":
+            self.restarting.discard(member)
+        else:
+            report = json.loads(base64.b64decode(event["kv"].get("value", "")))
+            state = (report.get("m", {}).get(self.model) or [""] * 5)[4]
+            if state == "restarting":
+                self.restarting.add(member)
+                self.seen_restarting.add(member)
+            else:
+                self.restarting.discard(member)
+        self.max_restarting = max(self.max_restarting, len(self.restarting))
+
+    def close(self) -> None:
+        self._client.close()
+        self._thread.join(5)

@@ -142,10 +142,10 @@ class Slots:
         self.refuse = refuse
 
     @contextlib.asynccontextmanager
-    async def slot(self, model: str) -> AsyncIterator[None]:
+    async def slot(self, model: str, revision: str) -> AsyncIterator[None]:
         if self.refuse:
             raise ApplyError(self.refuse)
-        self.server.calls.append(f"slot+ {model}")
+        self.server.calls.append(f"slot+ {model} {revision}")
         try:
             yield
         finally:

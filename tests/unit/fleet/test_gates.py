@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from watcher.core.admission import Decision
-from watcher.core.errors import SettingsError
+from watcher.core.errors import ApplyError, SettingsError
 from watcher.fleet.backend import Stored
 from watcher.fleet.gates import FleetAdmission, FleetSlots
 from watcher.fleet.record import RolloutRecord, parse_policy
@@ -145,15 +145,21 @@ async def test_restart_slots_take_the_rollout_limit_and_bracket_the_report() -> 
     view = RolloutView()
     slots = FleetSlots(FleetSettings(enabled=True, max_unavailable=0), view, backend,
                        Busy(backend.calls))  # type: ignore[arg-type]
-    async with slots.slot("demo"):
+    async with slots.slot("demo", "42"):
         backend.calls.append("RESTART")
     assert backend.calls == ["RESTART"]  # no rollout, no limit: no semaphore at all
     backend.calls.clear()
     view.replace_all({"demo": Stored(rec(), "1")})
-    async with slots.slot("demo"):
+    async with slots.slot("demo", "42"):
         backend.calls.append("RESTART")
     assert backend.calls == ["state queued", "take demo 3", "state restarting", "flush", "RESTART",
                              "state applying", "flush", "give demo", "state None"]
+    view.replace_all({"demo": Stored(rec(phase="aborted", gen=2), "2")})
+    with pytest.raises(ApplyError, match="was aborted while this member waited"):
+        async with slots.slot("demo", "42"):
+            pass
+    async with slots.slot("demo", "41"):  # the rollback after the abort restarts freely
+        pass
 
 
 def test_the_report_stays_within_a_size_limit_keeping_rolling_models_first() -> None:
