@@ -176,15 +176,31 @@ class Bench:
         return json.loads(base64.b64decode(kvs[0]["value"])) if kvs else None
 
     def publish(self, content: bytes, rollout: str | None = None) -> tuple[str, float]:
-        path = self.root / f"doc-{time.monotonic_ns()}.yaml"
-        path.write_bytes(content)
-        argv = [sys.executable, "-m", "watcher", "--config", str(self.root / "d0" / "watcher.toml"),
-                "publish", "fan", str(path)]
-        if rollout is not None:
-            argv += ["--rollout", rollout]
-        t0 = time.time()
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
-        return out.stdout.strip(), t0
+        """Publish in-process (the CLI's own code path, without its interpreter start-up, so
+        that t0 is the write): returns the revision and the time just before the writes."""
+        import asyncio
+
+        from watcher.fleet.publish import publish_with_rollout
+        from watcher.fleet.record import parse_policy
+        from watcher.settings import load_settings
+        from watcher.sources.etcd import EtcdOptions, EtcdSource
+
+        settings = load_settings(self.root / "d0" / "watcher.toml").model_copy(
+            update={"fleet": {"enabled": True}})
+
+        async def write() -> tuple[str, float]:
+            source = EtcdSource(EtcdOptions(endpoints=self.etcd.endpoints, prefix=PREFIX))
+            try:
+                t0 = time.time()
+                if rollout is None:
+                    return await source.publish("fan", content), t0
+                revision, _ = await publish_with_rollout(settings, source, "fan", content, "v1",
+                                                         parse_policy(rollout), None)
+                return revision, t0
+            finally:
+                await source.aclose()
+
+        return asyncio.run(write())
 
     def etcd_cpu(self) -> float:
         return proc_sample(self.etcd_pid)[0]

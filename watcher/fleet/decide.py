@@ -131,9 +131,11 @@ def _progress(record: RolloutRecord, t: Tally, now: float) -> RolloutRecord | No
         if log.healthy_at is not None:  # someone fell back: the soak starts again
             return _log(record, log.model_copy(update={"healthy_at": None}))
         return None
-    if log.healthy_at is None:
-        return _log(record, log.model_copy(update={"healthy_at": now}), updated_at=now)
-    if now - log.healthy_at < record.policy.soak_of(record.step):
+    if log.healthy_at is None:  # healthy from now on (a soak of 0 goes on at once)
+        record = _log(record, log.model_copy(update={"healthy_at": now}), updated_at=now)
+        if record.policy.soak_of(record.step) > 0:
+            return record
+    elif now - log.healthy_at < record.policy.soak_of(record.step):
         return None
     last = record.step + 1 >= len(record.policy.steps)
     if last:

@@ -262,3 +262,15 @@ def wait_record_any(cluster: EtcdCluster, ok: Any, timeout: float) -> None:
         return bool(r and ok(r))
     wait_until(check, timeout, "the rollout to complete")
 
+
+
+def test_a_rollout_whose_document_loses_its_if_revision_race_is_aborted(
+        fleet: Fleet, view: EtcdView) -> None:
+    previous = current(fleet)
+    path = fleet.root / "stale.yaml"
+    path.write_bytes(doc(version="v1.6.0"))
+    out = fleet.any_daemon().cli("publish", "demo", str(path), "--if-revision", "1", "--rollout", "{}")
+    assert out.returncode == 1 and "someone else published meanwhile" in out.stderr
+    r = view.record()
+    assert r is not None and r["phase"] == "aborted" and "publish of its document failed" in r["reason"]
+    assert set(fleet.applied().values()) == {previous}

@@ -70,18 +70,16 @@ def test_a_step_advances_only_after_its_cohort_is_healthy_for_the_soak() -> None
 def test_the_last_step_completes_and_a_pause_step_waits_for_promote() -> None:
     r = started("{steps: [{percent: 50, pause: true}, 100], soak: 0}")
     cohort = set(r.cohort())
-    r = decide(r, reports(serving=cohort), 1002.0)
-    assert r is not None
-    paused = decide(r, reports(serving=cohort), 1002.0)
+    paused = decide(r, reports(serving=cohort), 1002.0)  # soak 0: healthy and on in one write
     assert paused is not None and paused.phase == "paused" and "promote" in paused.reason
+    assert paused.history[0].healthy_at == 1002.0
     assert decide(paused, reports(serving=cohort), 1010.0) is None
     from watcher.fleet.decide import advance
 
     last = advance(paused, 1011.0)
     assert (last.phase, last.step) == ("progressing", 1)
-    done = decide(decide(last, reports(serving=set(MEMBERS)), 1012.0) or last,
-                  reports(serving=set(MEMBERS)), 1012.0)
-    assert done is not None and done.phase == "completed"
+    done = decide(last, reports(serving=set(MEMBERS)), 1012.0)
+    assert done is not None and done.phase == "completed" and done.history[-1].healthy_at == 1012.0
 
 
 @pytest.mark.parametrize(("kind", "policy", "expect"), [
