@@ -115,8 +115,19 @@ class EtcdFleet:
         return _reports(kv.value for kv in kvs)
 
     async def watch_members(self) -> AsyncIterator[dict[str, MemberReport]]:
+        decoded: dict[bytes, tuple[int, MemberReport | None]] = {}  # only changed keys decode
         async for state in self.keys.mirror(self.keys.key("members", "")):
-            yield _reports(v.value for v in state.values())
+            reports: dict[str, MemberReport] = {}
+            for key, kv in state.items():
+                cached = decoded.get(key)
+                if cached is None or cached[0] != kv.mod_revision:
+                    cached = (kv.mod_revision, _report(kv.value))
+                    decoded[key] = cached
+                if cached[1] is not None:
+                    reports[cached[1].id] = cached[1]
+            for gone in set(decoded) - set(state):
+                del decoded[gone]
+            yield reports
 
     # -- rollout records -----------------------------------------------------------------
     async def read_rollout(self, model: str) -> Stored | None:
@@ -195,14 +206,15 @@ class EtcdFleet:
 
 
 def _reports(values: Iterable[bytes]) -> dict[str, MemberReport]:
-    out: dict[str, MemberReport] = {}
-    for value in values:
-        report = MemberReport.decode(value)
-        if report is None:
-            log.warning("fleet: ignoring a member key that holds no report")
-            continue
-        out[report.id] = report
-    return out
+    reports = (_report(value) for value in values)
+    return {r.id: r for r in reports if r is not None}
+
+
+def _report(value: bytes) -> MemberReport | None:
+    report = MemberReport.decode(value)
+    if report is None:
+        log.warning("fleet: ignoring a member key that holds no report")
+    return report
 
 
 def _stored(value_b64: str, mod_revision: object) -> Stored | None:

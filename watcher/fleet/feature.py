@@ -80,8 +80,8 @@ async def serve(ctx: FeatureContext) -> None:
     backend, limit = create_backend(fleet, ctx.settings)
     view = RolloutView()
     member = Member(ctx.settings, fleet, ctx.state, backend, view, ctx.operator, limit)
-    gates.admission = FleetAdmission(fleet, view, lambda model, d: member.set_waiting(
-        model, d.reason if d.verdict == "wait" else None))
+    gates.admission = FleetAdmission(fleet, view, lambda model, d, note: member.set_waiting(
+        model, d.reason if d.verdict == "wait" else None, note))
     gates.restarts = FleetSlots(fleet, view, backend, member)
 
     def on_alive(alive: bool) -> None:
@@ -104,7 +104,7 @@ async def serve(ctx: FeatureContext) -> None:
                 STATS.rollouts[model] = (r.step + 1, len(r.policy.steps), r.phase)
         gates.recheck()
         member.check_aborts(models)
-        member.changed()
+        member.write_status(None)
         controller.poke()
 
     view.subscribe(on_records)

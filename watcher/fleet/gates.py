@@ -42,7 +42,7 @@ def _wait(reason: str) -> Decision:
 
 class FleetAdmission:
     def __init__(self, fleet: FleetSettings, view: RolloutView,
-                 on_decision: Callable[[str, Decision], None]) -> None:
+                 on_decision: Callable[[str, Decision, str], None]) -> None:
         self.fleet = fleet
         self.view = view
         self._told = on_decision
@@ -50,46 +50,51 @@ class FleetAdmission:
         self._held: dict[str, str] = {}
 
     def check(self, change: Change) -> Decision:
-        decision = self._decide(change)
-        self._told(change.key, decision)
+        decision, note = self._decide(change)
+        self._told(change.key, decision, note)
         return decision
 
-    def _decide(self, change: Change) -> Decision:
+    def _decide(self, change: Change) -> tuple[Decision, str]:
+        """The decision, and a short note for the member's report that does not change from
+        one step to the next (so a step does not make every waiting member report again)."""
         model = change.key
         if not self.view.loaded:
             self.view.want(model)
-            return _wait("waiting: joining the fleet (rollout records not read yet)")
+            return _wait("waiting: joining the fleet (rollout records not read yet)"), "joining"
         if not self.view.fresh(model, change.observed_at):
             self.view.want(model)
-            return _wait("waiting: reading the model's rollout record")
+            return _wait("waiting: reading the model's rollout record"), "reading the record"
         stored = self.view.record(model)
         sha = hashlib.sha256(change.content or b"").hexdigest()
         if stored is not None and stored.record.sha256 != sha and self._held.get(model) == sha:
             # a newer rollout replaced the one this revision waited for: its document is on
             # its way and will replace this one; never let the old one through meanwhile
-            return _wait(f"waiting: superseded by rollout {stored.record.id}")
+            return _wait(f"waiting: superseded by rollout {stored.record.id}"), "superseded"
         if stored is None or stored.record.sha256 != sha:
-            return ADMIT
+            return ADMIT, ""
         r = stored.record
         self._held[model] = sha
         if r.phase == "aborted":
-            return Decision("refuse", f"not applied: rollout {r.id} was aborted: {r.reason}")
+            return Decision("refuse", f"not applied: rollout {r.id} was aborted: {r.reason}"), ""
         if r.phase == "completed":
-            return ADMIT
+            return ADMIT, ""
         if r.phase == "pending":
-            return _wait("waiting: rollout starting (the controller has not taken it up yet)")
+            return _wait("waiting: rollout starting (the controller has not taken it up yet)"), \
+                "rollout starting"
         paused = " (paused)" if r.phase == "paused" else ""
         if not r.covers(self.fleet.labels):
             return _wait(f"waiting: outside the rollout's selector; applies once it completes"
-                         f" ({r.where()}{paused})")
+                         f" ({r.where()}{paused})"), "outside the selector"
         me = self.fleet.member_id
         if me not in r.members:
-            return _wait(f"waiting: {r.where()}{paused}; not counted in the rollout yet")
+            return _wait(f"waiting: {r.where()}{paused}; not counted in the rollout yet"), \
+                "not counted yet"
         joins = r.joins_at(me)
         if joins is not None and joins <= r.step:
-            return ADMIT
+            return ADMIT, ""
         at = f"; this member joins at step {joins + 1}" if joins is not None else ""
-        return _wait(f"waiting: {r.where()}{paused}{at}")
+        return _wait(f"waiting: {r.where()}{paused}{at}"), \
+            f"joins at step {joins + 1}" if joins is not None else "waiting"
 
 
 class Busy(Protocol):

@@ -19,8 +19,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -36,7 +38,6 @@ from watcher.fleet.report import MemberReport, ModelReport
 from watcher.fleet.settings import FleetSettings
 from watcher.fleet.stats import STATS
 from watcher.fleet.view import RolloutView
-from watcher.fsutil import write_atomically
 from watcher.settings import Settings
 
 log = logging.getLogger("watcher.fleet.member")
@@ -57,6 +58,7 @@ class Member:
         self.operator = operator
         self.limit = report_limit
         self.waiting: dict[str, str] = {}
+        self._notes: dict[str, str] = {}  # model -> the waiting note the report carries
         self._busy: dict[str, str] = {}
         self.health: dict[str, tuple[str, str, str]] = {}  # model -> (health, note, latency)
         self._rolled_back: set[tuple[str, str]] = set()  # (model, rollout id) asked once
@@ -65,6 +67,7 @@ class Member:
         self._wanted = 0
         self._flushed = asyncio.Condition()
         self._reported_latency: dict[str, float] = {}
+        self._last_put = ""  # the last report put, without its time (puts are deduplicated)
         self.alive = False
         self.leading = False
 
@@ -82,14 +85,19 @@ class Member:
             return
         self.changed()
 
-    def set_waiting(self, model: str, reason: str | None) -> None:
-        if self.waiting.get(model) != reason:
-            if reason is None:
-                self.waiting.pop(model, None)
-                STATS.waiting.discard(model)
-            else:
-                self.waiting[model] = reason
-                STATS.waiting.add(model)
+    def set_waiting(self, model: str, reason: str | None, note: str = "") -> None:
+        """This member's newest revision of `model` waits (`reason`, for `status`) or not
+        (None). The report carries the short `note` only: it changes seldom, so a step of a
+        rollout does not make every waiting member write its report again."""
+        before = self._notes.get(model) if model in self.waiting else None
+        if reason is None:
+            self.waiting.pop(model, None)
+            STATS.waiting.discard(model)
+        else:
+            self.waiting[model] = reason
+            self._notes[model] = note
+            STATS.waiting.add(model)
+        if before != (None if reason is None else note):
             self.changed()
 
     def busy(self, model: str, state: str | None) -> None:
@@ -120,7 +128,7 @@ class Member:
             health, note, latency = self.health.get(name, ("", "", ""))
             state = self._busy.get(name) or ("waiting" if name in self.waiting else "serving")
             if name in self.waiting:
-                note = self.waiting[name]
+                note = "waiting: " + self._notes.get(name, "")
             elif last is not None and last[1] in ("failed", "rejected") and not note:
                 note = last[2]
             models[name] = ModelReport(
@@ -147,7 +155,10 @@ class Member:
             try:
                 report = self.build()
                 self.write_status(report)
-                await self.backend.report(report)
+                same = replace(report, at=0.0).encode()
+                if same != self._last_put:  # nothing new: no write, no event for the leader
+                    await self.backend.report(report)
+                    self._last_put = same
             except Exception as exc:  # the center is away: the next change or tick retries
                 log.debug("fleet report not written: %s", exc)
                 await asyncio.sleep(0.5)
@@ -163,12 +174,15 @@ class Member:
             await asyncio.sleep(self.fleet.ttl)
             self.changed()
 
-    def write_status(self, report: MemberReport) -> None:
+    def write_status(self, report: MemberReport | None) -> None:
+        """`<state_dir>/fleet.json` for `status` (advisory: replaced atomically, no fsync)."""
         models: dict[str, Any] = {}
-        for name in report.models:
+        names = report.models if report is not None else sorted(set(self.state.models()) | set(self.waiting))
+        for name in names:
             stored = self.view.record(name)
-            entry: dict[str, Any] = {"waiting": self.waiting.get(name),
-                                     "state": report.models[name].state}
+            state = report.models[name].state if report is not None else \
+                self._busy.get(name) or ("waiting" if name in self.waiting else "serving")
+            entry: dict[str, Any] = {"waiting": self.waiting.get(name), "state": state}
             if stored is not None:
                 r = stored.record
                 entry["rollout"] = {"id": r.id, "phase": r.phase, "step": r.step + 1,
@@ -178,8 +192,10 @@ class Member:
         data = {"member": self.fleet.member_id, "alive": self.alive, "leading": self.leading,
                 "updated": time.time(), "models": models}
         path = self.settings.state_dir / STATUS_FILE
+        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            write_atomically(path, json.dumps(data, indent=1).encode(), mode=0o644)
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, path)
         except OSError as exc:
             log.debug("could not write %s: %s", path, exc)
 

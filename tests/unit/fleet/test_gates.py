@@ -42,8 +42,12 @@ class Setup:
         self.fleet = FleetSettings(enabled=True, member_id=member, labels=labels or {})
         self.view = RolloutView()
         self.told: list[tuple[str, str]] = []
-        self.admission = FleetAdmission(self.fleet, self.view,
-                                        lambda m, d: self.told.append((m, d.verdict)))
+        self.notes: list[str] = []
+        self.admission = FleetAdmission(self.fleet, self.view, self._told)
+
+    def _told(self, model: str, d: Decision, note: str) -> None:
+        self.told.append((model, d.verdict))
+        self.notes.append(note)
 
     def check(self, content: bytes = CONTENT, observed: float | None = None) -> Decision:
         change = Change("demo", "42", content, observed_at=observed or time.time())
@@ -82,6 +86,8 @@ def test_each_phase_of_a_rollout_answers_for_its_revision() -> None:
     s2.load(r)
     d = s2.check()
     assert d == Decision("wait", "waiting: step 1 of 3 (10 % of 20 members); this member joins at step 3")
+    s2.load(rec(step=1, gen=2))  # the next step: the reason moves on, the report's note not
+    assert "step 2 of 3" in s2.check().reason and s2.notes[-2:] == ["joins at step 3"] * 2
     newer = rec(id="1111222233334444", sha256=hashlib.sha256(b"newer").hexdigest(), created_at=20.0)
     s2.load(newer)  # a newer rollout replaced it: the held-back revision must stay held back
     d = s2.check()
