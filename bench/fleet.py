@@ -205,6 +205,10 @@ class Bench:
     def etcd_cpu(self) -> float:
         return proc_sample(self.etcd_pid)[0]
 
+    def daemons_cpu(self) -> float:
+        """CPU seconds all daemons used so far (those still running)."""
+        return sum(proc_sample(p.pid)[0] for p in self.procs if p.poll() is None)
+
     def etcd_metrics(self) -> dict[str, float]:
         text = httpx.get(self.etcd.endpoints[0] + "/metrics", timeout=5).text
         wanted = ("etcd_debugging_mvcc_watch_stream_total", "etcd_debugging_mvcc_watcher_total",
@@ -234,10 +238,11 @@ def run_phases(b: Bench, n: int) -> dict[str, Any]:
     time.sleep(2.0)
     result: dict[str, Any] = {"daemons": n, "ready": ready}
 
-    cpu = b.etcd_cpu()
+    cpu, dcpu = b.etcd_cpu(), b.daemons_cpu()
     revision, t0 = b.publish(spec_doc("fan", 1, "v1.0.1"))
     got = [t - t0 for t in wait_applied(b.dbs, revision, 120) if t is not None]
-    result["all_at_once"] = {**latency_stats(got), "etcd_cpu_s": b.etcd_cpu() - cpu}
+    result["all_at_once"] = {**latency_stats(got), "etcd_cpu_s": b.etcd_cpu() - cpu,
+                             "daemons_cpu_s": b.daemons_cpu() - dcpu}
 
     b.configure(True)  # the same daemons join a fleet: SIGHUP starts the fleet feature
     for p in b.procs:
@@ -248,15 +253,18 @@ def run_phases(b: Bench, n: int) -> dict[str, Any]:
     result["members"] = b.members()
     time.sleep(2.0)
 
-    cpu = b.etcd_cpu()
+    cpu, dcpu = b.etcd_cpu(), b.daemons_cpu()
     revision, t0 = b.publish(spec_doc("fan", 2, "v1.0.2"), "{steps: [5, 10, 30, 60, 100], soak: 0}")
     got = [t - t0 for t in wait_applied(b.dbs, revision, 300) if t is not None]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (b.record() or {}).get("phase") != "completed":
+        time.sleep(0.1)
     record = b.record() or {}
     steps = [round(h["started_at"] - t0, 3) for h in record.get("history", [])]
     result["fleet_good"] = {**latency_stats(got), "phase": record.get("phase"), "step_starts_s": steps,
-                            "etcd_cpu_s": b.etcd_cpu() - cpu}
+                            "etcd_cpu_s": b.etcd_cpu() - cpu, "daemons_cpu_s": b.daemons_cpu() - dcpu}
 
-    cpu = b.etcd_cpu()
+    cpu, dcpu = b.etcd_cpu(), b.daemons_cpu()
     bad = spec_doc("fan", 3, "v1.0.3").replace(b"seq: 3", b"seq: 3\n    fail_health: true")
     revision, t0 = b.publish(bad, "{steps: [5, 10, 30, 60, 100], soak: 0}")
     deadline = time.monotonic() + 180
@@ -267,7 +275,8 @@ def run_phases(b: Bench, n: int) -> dict[str, Any]:
     record = b.record() or {}
     result["fleet_bad"] = {"phase": record.get("phase"), "aborted_after_s": aborted_after,
                            "first_cohort": max(1, -(-5 * len(record.get("members", [])) // 100)),
-                           "ran_it": len(b.tenants.reached("v1.0.3")), "etcd_cpu_s": b.etcd_cpu() - cpu}
+                           "ran_it": len(b.tenants.reached("v1.0.3")), "etcd_cpu_s": b.etcd_cpu() - cpu,
+                           "daemons_cpu_s": b.daemons_cpu() - dcpu}
     result["etcd"] = b.etcd_metrics()
     return result
 
@@ -287,14 +296,15 @@ def main() -> None:
     a, g, bad = result["all_at_once"], result["fleet_good"], result["fleet_bad"]
     rows = [
         ["all-at-once (no fleet)", f"{a['n']}/{n}", f"{a['p50_ms']:.0f}", f"{a['max_ms']:.0f}", "-",
-         f"{a['etcd_cpu_s']:.2f}"],
+         f"{a['etcd_cpu_s']:.2f}", f"{a['daemons_cpu_s']:.1f}"],
         ["fleet, good, soak 0", f"{g['n']}/{n}", f"{g['p50_ms']:.0f}", f"{g['max_ms']:.0f}",
-         f"{g['phase']}", f"{g['etcd_cpu_s']:.2f}"],
+         f"{g['phase']}", f"{g['etcd_cpu_s']:.2f}", f"{g['daemons_cpu_s']:.1f}"],
         ["fleet, bad revision", f"{bad['ran_it']} ran it (first cohort {bad['first_cohort']})", "-",
-         f"{bad['aborted_after_s'] * 1000:.0f} (abort)", f"{bad['phase']}", f"{bad['etcd_cpu_s']:.2f}"],
+         f"{bad['aborted_after_s'] * 1000:.0f} (abort)", f"{bad['phase']}", f"{bad['etcd_cpu_s']:.2f}",
+         f"{bad['daemons_cpu_s']:.1f}"],
     ]
     text = table(f"fleet rollout: {n} daemons on one etcd, side by side with all-at-once",
-                 ["row", "applied", "p50 ms", "max ms", "rollout", "etcd CPU s"], rows)
+                 ["row", "applied", "p50 ms", "max ms", "rollout", "etcd CPU s", "daemons CPU s"], rows)
     text += f"\nstep starts (s after publish): {g['step_starts_s']}; etcd: {result['etcd']}"
     emit("fleet", text, result)
 

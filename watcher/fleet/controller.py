@@ -69,12 +69,12 @@ class Controller:
         self._seen = {m: _mark(s.record) for m, s in self.view.records.items()}
         try:
             while self.backend.leading() and not watcher.done():
+                self._wake.clear()  # before deciding: what changes meanwhile wakes us again
                 if self.reports is not None:
                     try:
                         await self.evaluate(time.time())
                     except SourceError as exc:
                         log.debug("fleet controller: %s; deciding again shortly", exc.reason)
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), TICK)
         finally:
