@@ -14,16 +14,17 @@ coordination, and the stand-in logs which member's server received which version
     fleet, bad    `publish --rollout` of a revision failing its health gate: how many members
                   ever ran it (their servers' view), time until the rollout aborted
 
-For each phase: etcd's CPU seconds, and at the end its watch streams, watchers and keys.
+For each phase: etcd's and the daemons' CPU seconds; at the end etcd's watch streams and keys.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import json
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -36,8 +37,13 @@ from typing import Any
 import httpx
 
 from bench.common import emit, latency_stats, proc_sample, spec_doc, table
+from bench.fanout import applied_at
 from tests.infra.daemon import to_toml
 from tests.infra.etcd import EtcdCluster
+from watcher.fleet.publish import publish_with_rollout
+from watcher.fleet.record import parse_policy
+from watcher.settings import load_settings
+from watcher.sources.etcd import EtcdOptions, EtcdSource
 
 PREFIX = "/model-watcher/models/"
 FLEET = "/model-watcher/fleet/"
@@ -91,19 +97,6 @@ class Tenants:
         self.server.server_close()
 
 
-def applied_at(db: Path, revision: str) -> float | None:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            row = con.execute("SELECT applied_at FROM applied WHERE model='fan' AND revision=?",
-                              (revision,)).fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None
-    return float(row[0]) if row else None
-
-
 def wait_applied(dbs: list[Path], revision: str, timeout: float) -> list[float | None]:
     deadline = time.monotonic() + timeout
     times: list[float | None] = [None] * len(dbs)
@@ -154,37 +147,25 @@ class Bench:
                 [sys.executable, "-m", "watcher", "--config", str(d / "watcher.toml"), "run"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-    def members(self) -> int:
-        metrics = self.range_count(FLEET + "members/")
-        return metrics
+    def _range(self, key: str, end: str | None = None, **extra: object) -> dict[str, Any]:
+        body: dict[str, Any] = {"key": base64.b64encode(key.encode()).decode(), **extra}
+        if end is not None:
+            body["range_end"] = base64.b64encode(end.encode()).decode()
+        data: dict[str, Any] = httpx.post(self.etcd.endpoints[0] + "/v3/kv/range", json=body,
+                                          timeout=10).json()
+        return data
 
     def range_count(self, prefix: str) -> int:
-        import base64
-
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        data = httpx.post(self.etcd.endpoints[0] + "/v3/kv/range", timeout=10, json={
-            "key": base64.b64encode(prefix.encode()).decode(),
-            "range_end": base64.b64encode(end.encode()).decode(), "count_only": True}).json()
-        return int(data.get("count", 0))
+        return int(self._range(prefix, end, count_only=True).get("count", 0))
 
     def record(self) -> dict[str, Any] | None:
-        import base64
-
-        data = httpx.post(self.etcd.endpoints[0] + "/v3/kv/range", timeout=10, json={
-            "key": base64.b64encode((FLEET + "rollouts/fan").encode()).decode()}).json()
-        kvs = data.get("kvs") or []
+        kvs = self._range(FLEET + "rollouts/fan").get("kvs") or []
         return json.loads(base64.b64decode(kvs[0]["value"])) if kvs else None
 
     def publish(self, content: bytes, rollout: str | None = None) -> tuple[str, float]:
         """Publish in-process (the CLI's own code path, without its interpreter start-up, so
         that t0 is the write): returns the revision and the time just before the writes."""
-        import asyncio
-
-        from watcher.fleet.publish import publish_with_rollout
-        from watcher.fleet.record import parse_policy
-        from watcher.settings import load_settings
-        from watcher.sources.etcd import EtcdOptions, EtcdSource
-
         settings = load_settings(self.root / "d0" / "watcher.toml").model_copy(
             update={"fleet": {"enabled": True}})
 
@@ -248,9 +229,9 @@ def run_phases(b: Bench, n: int) -> dict[str, Any]:
     for p in b.procs:
         p.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 60 + n
-    while time.monotonic() < deadline and b.members() < n:
+    while time.monotonic() < deadline and b.range_count(FLEET + "members/") < n:
         time.sleep(0.5)
-    result["members"] = b.members()
+    result["members"] = b.range_count(FLEET + "members/")
     time.sleep(2.0)
 
     cpu, dcpu = b.etcd_cpu(), b.daemons_cpu()
@@ -294,15 +275,13 @@ def main() -> None:
         finally:
             b.close()
     a, g, bad = result["all_at_once"], result["fleet_good"], result["fleet_bad"]
-    rows = [
-        ["all-at-once (no fleet)", f"{a['n']}/{n}", f"{a['p50_ms']:.0f}", f"{a['max_ms']:.0f}", "-",
-         f"{a['etcd_cpu_s']:.2f}", f"{a['daemons_cpu_s']:.1f}"],
-        ["fleet, good, soak 0", f"{g['n']}/{n}", f"{g['p50_ms']:.0f}", f"{g['max_ms']:.0f}",
-         f"{g['phase']}", f"{g['etcd_cpu_s']:.2f}", f"{g['daemons_cpu_s']:.1f}"],
-        ["fleet, bad revision", f"{bad['ran_it']} ran it (first cohort {bad['first_cohort']})", "-",
-         f"{bad['aborted_after_s'] * 1000:.0f} (abort)", f"{bad['phase']}", f"{bad['etcd_cpu_s']:.2f}",
-         f"{bad['daemons_cpu_s']:.1f}"],
-    ]
+    cpu = [f"{a['etcd_cpu_s']:.2f}", f"{a['daemons_cpu_s']:.1f}"]
+    rows = [["all-at-once (no fleet)", f"{a['n']}/{n}", f"{a['p50_ms']:.0f}", f"{a['max_ms']:.0f}", "-", *cpu]]
+    cpu = [f"{g['etcd_cpu_s']:.2f}", f"{g['daemons_cpu_s']:.1f}"]
+    rows.append(["fleet, good, soak 0", f"{g['n']}/{n}", f"{g['p50_ms']:.0f}", f"{g['max_ms']:.0f}", g["phase"], *cpu])
+    cpu = [f"{bad['etcd_cpu_s']:.2f}", f"{bad['daemons_cpu_s']:.1f}"]
+    rows.append(["fleet, bad revision", f"{bad['ran_it']} ran it (first cohort {bad['first_cohort']})",
+                 "-", f"{bad['aborted_after_s'] * 1000:.0f} (abort)", bad["phase"], *cpu])
     text = table(f"fleet rollout: {n} daemons on one etcd, side by side with all-at-once",
                  ["row", "applied", "p50 ms", "max ms", "rollout", "etcd CPU s", "daemons CPU s"], rows)
     text += f"\nstep starts (s after publish): {g['step_starts_s']}; etcd: {result['etcd']}"
