@@ -149,7 +149,12 @@ class Reconciler:
     def _refuse(self, change: Change, reason: str) -> None:
         """The admission refused the revision for good: handled, recorded `rejected`."""
         self._handled[change.key] = change.revision
-        row = self.state.record_seen(change.key, change.revision, source=self.pipeline.source_name)
+        try:
+            row: int | None = self.state.record_seen(change.key, change.revision,
+                                                     source=self.pipeline.source_name)
+        except Exception:  # a full disk: the outcome is still logged and published
+            log.exception("%s@%s: could not record the refusal", change.key, change.revision)
+            row = None
         self.recorder.record(Outcome(Verdict.REJECTED, change.key, change.revision, reason,
                                      error="AdmissionRefused"), row)
 

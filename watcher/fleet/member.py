@@ -68,6 +68,7 @@ class Member:
         self._flushed = asyncio.Condition()
         self._reported_latency: dict[str, float] = {}
         self._last_put = ""  # the last report put, without its time (puts are deduplicated)
+        self._failing = False
         self.alive = False
         self.leading = False
 
@@ -159,8 +160,11 @@ class Member:
                 if same != self._last_put:  # nothing new: no write, no event for the leader
                     await self.backend.report(report)
                     self._last_put = same
+                self._failing = False
             except Exception as exc:  # the center is away: the next change or tick retries
-                log.debug("fleet report not written: %s", exc)
+                (log.debug if self._failing else log.warning)(
+                    "fleet report not written: %s: %s", type(exc).__name__, exc)
+                self._failing = True
                 await asyncio.sleep(0.5)
                 self._dirty.set()
                 continue
