@@ -29,5 +29,6 @@ bench: deps sync ## every benchmark at full size; figures go to stdout and bench
 	uv run --frozen python -m bench.footprint --source localdir --models 1000 --seconds 60 --api on
 	uv run --frozen python -m bench.scale --source all --models 1000 --publishes 10000
 	uv run --frozen python -m bench.fanout --daemons 200
+	uv run --frozen python -m bench.fleet --daemons 200
 	uv run --frozen python -m bench.availability
 	uv run --frozen python -m bench.weights --size-mb 512 --repeat 3

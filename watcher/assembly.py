@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from watcher import plugins
 from watcher.core.events import EventBus
 from watcher.core.executor import Executor
+from watcher.core.gates import Gates
 from watcher.core.reconciler import Reconciler
 from watcher.core.state import State
 from watcher.routers.base import Router
@@ -37,9 +38,10 @@ class Parts:
             await self.executor.aclose()
 
 
-def build(settings: Settings, state: State, bus: EventBus) -> Parts:
+def build(settings: Settings, state: State, bus: EventBus, gates: Gates | None = None) -> Parts:
     """Create the configured plug-ins and a reconciler over them. Raises WatcherError
-    (SettingsError, PluginError) naming the field when anything is wrong."""
+    (SettingsError, PluginError) naming the field when anything is wrong. `gates` (the
+    daemon's, which features may fill) default to no-ops."""
     from watcher.core import verify
 
     verify.load_trusted_keys(settings.trust.trusted_keys)  # a bad key fails at start (exit 2)
@@ -58,6 +60,7 @@ def build(settings: Settings, state: State, bus: EventBus) -> Parts:
     router = plugins.create("router", settings.router.options(), ctx) if settings.router else None
     if router is not None and not isinstance(router, Router):
         raise plugins.contract_error("router", router, Router)
-    executor = Executor(settings, target, runtime, router)
-    reconciler = Reconciler(settings, state, bus, executor, source_name=settings.source.kind)
+    executor = Executor(settings, target, runtime, router, gates=gates)
+    reconciler = Reconciler(settings, state, bus, executor, source_name=settings.source.kind,
+                            gates=gates)
     return Parts(source, executor, reconciler)

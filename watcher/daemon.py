@@ -26,6 +26,7 @@ from pathlib import Path
 from watcher.assembly import Parts, build
 from watcher.core.errors import WatcherError
 from watcher.core.events import Event, EventBus, Kind, Message
+from watcher.core.gates import Gates
 from watcher.core.reconciler import Reconciler
 from watcher.core.state import State
 from watcher.core.statelock import StateLock
@@ -59,8 +60,11 @@ class Daemon:
         self.reconciler: Reconciler | None = None
         self._ready = False
         self.bus.subscribe(self._track_ready)
+        #: Admission and restart slots every generation consults; features may install them.
+        self.gates = Gates()
         self.features = FeatureContext(settings, self.bus, self.state, self.audit,
-                                       operator=lambda: self.reconciler, ready=lambda: self._ready)
+                                       operator=lambda: self.reconciler, ready=lambda: self._ready,
+                                       gates=self.gates)
         self._feature_tasks: dict[str, asyncio.Task[None]] = {}
         self._tasks = TaskSet("daemon")
         self._stop = asyncio.Event()
@@ -96,7 +100,7 @@ class Daemon:
                       lock.holder() or "?", self.settings.state_dir)
             return EXIT_LOCKED
         try:
-            parts = build(self.settings, self.state, self.bus)  # bad settings: exit 2
+            parts = build(self.settings, self.state, self.bus, self.gates)  # bad settings: exit 2
         except WatcherError:
             lock.release()
             raise
@@ -137,7 +141,7 @@ class Daemon:
             reloaded = self._reload_settings()
             if reloaded is not None:
                 return reloaded
-        return build(self.settings, self.state, self.bus)
+        return build(self.settings, self.state, self.bus, self.gates)
 
     def _reload_settings(self) -> Parts | None:
         """Parts of the re-read settings file, or None (logged) to keep the running ones."""
@@ -147,7 +151,7 @@ class Daemon:
                 log.error("SIGHUP: state_dir cannot change while running; keeping %s",
                           self.settings.state_dir)
                 new = new.model_copy(update={"state_dir": self.settings.state_dir})
-            parts = build(new, self.state, self.bus)
+            parts = build(new, self.state, self.bus, self.gates)
         except WatcherError as exc:
             log.error("SIGHUP: settings not reloaded, keeping the running ones: %s", exc.reason)
             self.bus.emit(Event(Kind.RELOADING, reason=exc.reason))  # says so in STATUS=

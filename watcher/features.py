@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from watcher.core.errors import WatcherError
 from watcher.core.events import EventBus
+from watcher.core.gates import Gates
 from watcher.core.state import State
 from watcher.observability.audit import AuditLog
 from watcher.settings import Settings
@@ -58,6 +59,8 @@ class FeatureContext:
     operator: Callable[[], Operator | None]
     #: True once the first full reconcile after start is done (READY).
     ready: Callable[[], bool] = field(default=lambda: False)
+    #: Admission and restart slots (core/gates.py): a feature may install its own.
+    gates: Gates = field(default_factory=Gates)
 
     @functools.cached_property
     def metrics(self) -> Metrics:
@@ -72,13 +75,16 @@ class FeatureContext:
 #: Feature modules, the settings sections each reads at start (a SIGHUP that changes one
 #: restarts that feature with the new settings) and whether it runs at all. A feature that
 #: does not run is never imported: its libraries (prometheus_client, the HTTP server,
-#: OpenTelemetry) cost no memory on a host that does not use it.
+#: OpenTelemetry, the fleet's backends) cost no memory on a host that does not use it. The
+#: fleet runs whenever a `[fleet]` section exists: an invalid one holds every new revision
+#: back with the reason (a member must not silently leave its fleet's rollouts).
 FEATURES: dict[str, tuple[tuple[str, ...], Callable[[Settings], bool]]] = {
     "watcher.observability.sd_notify": ((), lambda s: bool(os.environ.get("NOTIFY_SOCKET"))),
     "watcher.observability.metrics": (("api",), lambda s: s.api.enabled),
     "watcher.api.server": (("api", "webhook", "state_dir"), lambda s: s.api.enabled),
     "watcher.alerts": (("alerts",), lambda s: bool(s.alerts.get("rules"))),
     "watcher.observability.tracing_otel": (("tracing",), lambda s: bool(s.tracing.get("enabled"))),
+    "watcher.fleet.feature": (("fleet", "source", "health"), lambda s: bool(s.fleet)),
 }
 
 

@@ -173,6 +173,8 @@ class Settings(BaseSettings):
     tracing: dict[str, Any] = Field(default_factory=dict)
     #: Remote weights: fetchers, cache and staging (validated by watcher/fetchers/options.py).
     weights: dict[str, Any] = Field(default_factory=dict)
+    #: Fleet membership, rollouts, restart limit (validated by watcher/fleet/settings.py).
+    fleet: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(

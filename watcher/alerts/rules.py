@@ -9,6 +9,9 @@ A rule is `name`, `condition`, `threshold`, `notify` (notifier names), `cooldown
                      ends with the next applied update of that model
     health_failing   HEALTH events with ok=false, `threshold` in a row; ends with ok=true
     source_down      the config center unreachable for `threshold` seconds; ends on SOURCE_UP
+    rollout_aborted  a fleet rollout of a model aborted (announced once, by the member that
+                     leads the rollout controller: docs/fleet.md); ends when a later rollout
+                     of it completes
 
 Per (rule, subject) an incident is open from the firing trigger to its end. While it is open
 further triggers are counted, not sent (de-duplication). A firing message is sent unless one
@@ -29,7 +32,7 @@ from watcher.core.events import Kind, Message
 from watcher.core.outcome import Action, Outcome, Verdict
 
 Condition = Literal["update_failed", "update_rejected", "rollback", "health_failing",
-                    "source_down"]
+                    "source_down", "rollout_aborted"]
 
 
 class Rule(BaseModel):
@@ -161,14 +164,16 @@ def _classify(condition: str, m: Message) -> tuple[bool, bool]:
         good = m.verdict in (Verdict.APPLIED, Verdict.NOOP) and m.action is Action.UPDATE
         if condition == "update_failed":  # a failed restart is no failed update
             return m.verdict is Verdict.FAILED and m.action is not Action.RESTART, good
-        if condition == "update_rejected":
-            return m.verdict is Verdict.REJECTED, good
+        if condition == "update_rejected":  # a revision an aborted rollout held back is not
+            return m.verdict is Verdict.REJECTED and m.error != "AdmissionRefused", good
         if condition == "rollback":
             rolled = m.label == "rolled_back" or m.restored is not None
             return rolled, m.verdict is Verdict.APPLIED and m.action is Action.UPDATE
         if condition == "health_failing":
             return False, good
         return False, False
+    if condition == "rollout_aborted" and m.kind is Kind.ROLLOUT:
+        return m.phase == "aborted", m.phase == "completed"
     if condition == "health_failing" and m.kind is Kind.HEALTH:
         return not m.ok, bool(m.ok)
     if condition == "source_down":
@@ -187,7 +192,7 @@ def _describe(m: Message) -> str:
             what += f"; {m.restored} put back"
     else:
         what = ("health gate " + ("passed" if m.ok else "failing")) if m.kind is Kind.HEALTH \
-            else str(m.kind)
+            else f"rollout {m.phase}" if m.kind is Kind.ROLLOUT else str(m.kind)
     text = f"{m.model or ''}{rev}{ver}: {what}"
     return f"{text}: {m.reason}" if m.reason else text
 

@@ -25,6 +25,7 @@ COMMANDS = (
     "schema",
     "publish",
     "revision",
+    "rollout",
     "pull",
     "push_weights",
     "keygen",

@@ -32,6 +32,16 @@ def weights_progress(args: argparse.Namespace) -> dict[str, Any]:
     return read_progress(root / "progress.json")
 
 
+def fleet_status(args: argparse.Namespace) -> dict[str, Any]:
+    """The fleet member's own view (watcher/fleet/member.py writes it): waiting reasons."""
+    path = settings_from_args(args).state_dir / "fleet.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data
+
+
 def _fetch_line(name: str, p: dict[str, Any]) -> str:
     from watcher.cli.pull import human
 
@@ -56,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     state = open_state(args)
     status: dict[str, Any] = state.status()
     status["weights"] = weights_progress(args)
+    status["fleet"] = fleet_status(args)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
@@ -75,6 +86,13 @@ def run(args: argparse.Namespace) -> int:
                   + (f": {m['last_reason']}" if m["last_reason"] else ""))
     for name in status["intents"]:
         print(f"{name}: an apply is in progress or was interrupted")
+    fleet = status["fleet"]
+    if fleet and d.get("running"):
+        print(f"fleet: member {fleet.get('member')}"
+              + (" (leads the rollout controller)" if fleet.get("leading") else ""))
+        for name, m in (fleet.get("models") or {}).items():
+            if m.get("waiting"):
+                print(f"{name}: {m['waiting']}")
     for name, p in status["weights"].items():
         if p.get("state") == "fetching" or time.time() - float(p.get("updated") or 0) < 3600:
             print(_fetch_line(name, p))

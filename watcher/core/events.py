@@ -31,6 +31,7 @@ class Kind(StrEnum):
     RECONCILED = "reconciled"        # the first full reconcile after start is done
     RELOADING = "reloading"
     STOPPING = "stopping"
+    ROLLOUT = "rollout"              # a fleet rollout changed phase (watcher/fleet: `phase`)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Event:
     #: HEALTH: the verdict and how many probes it took
     ok: bool | None = None
     probes: int | None = None
+    #: ROLLOUT: started | step | paused | resumed | completed | aborted
+    phase: str | None = None
     at: float = field(default_factory=time.time)
 
 

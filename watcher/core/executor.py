@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 import httpx
 
 from watcher.core.errors import ApplyError, HealthGateError, RuntimeStartError, WatcherError
+from watcher.core.gates import Gates
 from watcher.core.health import GateResult, HealthCheck, Prober, gate
 from watcher.core.plan import Plan
 from watcher.core.promotion import promote, restore
@@ -69,8 +70,11 @@ def _rolled_back(exc: ApplyError) -> ApplyError:
 
 class Executor:
     def __init__(self, settings: Settings, target: Target | None, runtime: Runtime | None,
-                 router: Router | None = None, *, prober: Prober | None = None) -> None:
+                 router: Router | None = None, *, prober: Prober | None = None,
+                 gates: Gates | None = None) -> None:
         self.settings = settings
+        #: RestartSlots (core/gates.py): held around every restart (a fleet-wide limit).
+        self.gates = gates or Gates()
         self.target = target
         self.runtime = runtime
         self.router = router
@@ -184,16 +188,17 @@ class Executor:
         runtime = self.runtime
         assert runtime is not None
         await runtime.prepare(spec)
-        new = await runtime.start(spec, revision)
-        olds = [i for i in await runtime.instances(spec.name) if i.id != new.id]
-        old = olds[0] if olds else None
-        self.progress(spec.name, RestartStep("started", new.id, old.id if old else None))
-        try:
-            await self.health(spec, new)
-            await self.take_over(spec, new, olds)
-        except ApplyError as exc:
-            await self._undo(spec, previous, new, old, exc)
-            raise
+        async with self.gates.restarts.slot(spec.name, revision):  # start .. take over: unavailable
+            new = await runtime.start(spec, revision)
+            olds = [i for i in await runtime.instances(spec.name) if i.id != new.id]
+            old = olds[0] if olds else None
+            self.progress(spec.name, RestartStep("started", new.id, old.id if old else None))
+            try:
+                await self.health(spec, new)
+                await self.take_over(spec, new, olds)
+            except ApplyError as exc:
+                await self._undo(spec, previous, new, old, exc)
+                raise
         return new
 
     async def take_over(self, spec: ModelSpec, new: Instance, olds: list[Instance], *,

@@ -26,8 +26,9 @@ from watcher.core.actions import Actions
 from watcher.core.errors import WatcherError
 from watcher.core.events import Event, EventBus, Kind
 from watcher.core.executor import Executor
+from watcher.core.gates import Gates
 from watcher.core.health import GateResult
-from watcher.core.outcome import Outcome
+from watcher.core.outcome import Outcome, Verdict
 from watcher.core.pipeline import Pipeline
 from watcher.core.recorder import Recorder
 from watcher.core.recovery import recover
@@ -43,8 +44,11 @@ log = logging.getLogger("watcher.core.reconciler")
 
 class Reconciler:
     def __init__(self, settings: Settings, state: State, bus: EventBus, executor: Executor,
-                 *, source_name: str) -> None:
+                 *, source_name: str, gates: Gates | None = None) -> None:
         self.settings = settings
+        #: Admission (core/gates.py): asked before a revision is handed to the scheduler.
+        self.gates = gates or Gates()
+        self._deferred: dict[str, Change] = {}  # key -> revision the admission keeps waiting
         self.state = state
         self.bus = bus
         self.executor = executor
@@ -72,8 +76,10 @@ class Reconciler:
             handled = self.state.last_handled(model)
             if handled is not None:
                 self._handled[model] = handled
+        self.gates.bind(self.recheck)
 
     async def drain(self, grace: float) -> None:
+        self.gates.bind(None)
         await self.scheduler.drain(grace)
         await self._requests.cancel_all()
 
@@ -116,13 +122,39 @@ class Reconciler:
 
     def _enqueue(self, change: Change) -> bool:
         """Hand a change on unless its revision was handled already."""
+        self._deferred.pop(change.key, None)  # latest wins, waiting or not
         handled = self._handled.get(change.key)
         if handled == change.revision:
             return False
         if change.deleted and handled in (None, DELETED) and self.state.applied(change.key) is None:
             return False
+        decision = self.gates.admission.check(change) if not change.deleted else None
+        if decision is not None and decision.verdict == "wait":
+            self._deferred[change.key] = change  # not handled: asked again on recheck/restart
+            return False
+        if decision is not None and decision.verdict == "refuse":
+            self._refuse(change, decision.reason)
+            return False
         self.scheduler.submit(change)
         return True
+
+    def recheck(self) -> None:
+        """The admission may answer differently now: ask again for every waiting revision."""
+        for change in list(self._deferred.values()):
+            if self._deferred.get(change.key) is change:
+                self._enqueue(change)
+
+    def _refuse(self, change: Change, reason: str) -> None:
+        """The admission refused the revision for good: handled, recorded `rejected`."""
+        self._handled[change.key] = change.revision
+        try:
+            row: int | None = self.state.record_seen(change.key, change.revision,
+                                                     source=self.pipeline.source_name)
+        except Exception:  # a full disk: the outcome is still logged and published
+            log.exception("%s@%s: could not record the refusal", change.key, change.revision)
+            row = None
+        self.recorder.record(Outcome(Verdict.REJECTED, change.key, change.revision, reason,
+                                     error="AdmissionRefused"), row)
 
     async def _handle(self, change: Change) -> Outcome:
         self._handled[change.key] = DELETED if change.deleted else change.revision

@@ -31,6 +31,13 @@ stay bounded: `reason` is a class of reason (`document`, `policy`, `verification
     model_watcher_weights_fetch_total_bytes{model}             of total, at rate, eta (gauges,
     model_watcher_weights_fetch_rate_bytes{model}              present while fetching)
     model_watcher_weights_fetch_eta_seconds{model}
+    model_watcher_fleet_alive / _leader                      this member is live / leads rollouts
+    model_watcher_rollout_step{model}                        1-based step of the model's rollout
+    model_watcher_rollout_phase{model,phase}                 1 for the rollout's phase
+    model_watcher_rollout_waiting{model}                     1 while this member waits its cohort
+    model_watcher_fleet_restarting{model}                    1 while it holds a restart slot
+    model_watcher_rollout_transitions_total{model,phase}     started/step/paused/resumed/
+                                                             completed/aborted (by the leader)
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ _ERROR_CLASSES = {
     "DocumentError": "document", "PolicyError": "policy", "VerificationError": "verification",
     "TargetError": "target", "RuntimeStartError": "runtime", "HealthGateError": "health_gate",
     "RejectedError": "rejected", "ApplyError": "apply", "TimeoutError": "deadline",
-    "CrashLoop": "crash_loop",
+    "CrashLoop": "crash_loop", "AdmissionRefused": "rollout",
 }
 
 
@@ -113,6 +120,7 @@ class Metrics:
                                  "operator or alert (by=operator), or after a failure (by=daemon)",
                                  ["model", "by"], registry=r)
         r.register(WeightsCollector())
+        r.register(FleetCollector())
         self._applied: dict[str, tuple[str, str]] = {}
 
     def on_message(self, message: Message) -> None:
@@ -200,6 +208,42 @@ class WeightsCollector(Collector):
             if p.eta is not None:
                 gauges["eta_seconds"].add_metric([p.model], p.eta)
         return [total, fetches, cache, *gauges.values()]
+
+    def describe(self) -> list[Metric]:
+        return []
+
+
+class FleetCollector(Collector):
+    """Fleet membership and rollouts, read at scrape time from watcher/fleet/stats.py."""
+
+    def collect(self) -> list[Metric]:
+        from watcher.fleet.stats import PHASES, STATS
+
+        alive = GaugeMetricFamily("model_watcher_fleet_alive", "1 while this member is live in "
+                                  "the fleet", value=int(STATS.alive))
+        leader = GaugeMetricFamily("model_watcher_fleet_leader", "1 while this member leads the "
+                                   "rollout controller", value=int(STATS.leading))
+        step = GaugeMetricFamily("model_watcher_rollout_step", "Current step (1-based) of the "
+                                 "model's rollout", labels=["model"])
+        phase = GaugeMetricFamily("model_watcher_rollout_phase", "1 for the phase of the model's "
+                                  "rollout", labels=["model", "phase"])
+        for model, (index, _, current) in sorted(STATS.rollouts.items()):
+            step.add_metric([model], index)
+            phase.add_metric([model, current], 1)
+        waiting = GaugeMetricFamily("model_watcher_rollout_waiting", "1 while this member's newest "
+                                    "revision waits for its cohort", labels=["model"])
+        for model in sorted(STATS.waiting):
+            waiting.add_metric([model], 1)
+        restarting = GaugeMetricFamily("model_watcher_fleet_restarting", "1 while this member "
+                                       "holds a fleet restart slot", labels=["model"])
+        for model in sorted(STATS.restarting):
+            restarting.add_metric([model], 1)
+        moves = CounterMetricFamily("model_watcher_rollout_transitions", "Rollout transitions "
+                                    "announced by the leader", labels=["model", "phase"])
+        for (model, what), n in sorted(STATS.transitions.items()):
+            if what in PHASES:
+                moves.add_metric([model, what], n)
+        return [alive, leader, step, phase, waiting, restarting, moves]
 
     def describe(self) -> list[Metric]:
         return []

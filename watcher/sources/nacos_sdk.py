@@ -1,7 +1,7 @@
 """The nacos-sdk-python 3.x (`v2.nacos`) config service as this source needs it: created
 with no on-disk snapshot fallback and its logs kept quiet and inside the state directory,
-woken where its own loops would idle, shut down without its 5 s idle wait. Imported only by
-nacos_client.py, so the SDK loads only when the Nacos source is chosen."""
+woken where its own loops would idle, shut down without its 5 s idle wait. Imported by
+nacos_client.py and the fleet's Nacos backend, so the SDK loads only when Nacos is chosen."""
 
 from __future__ import annotations
 
@@ -40,7 +40,18 @@ def _content_type(data_id: str) -> str:
 
 
 async def _create_service(options: NacosOptions, root: Path) -> Any:
-    from v2.nacos import ClientConfigBuilder, GRPCConfig, NacosConfigService, TLSConfig
+    from v2.nacos import NacosConfigService
+
+    config = client_config(options, root)
+    config.disable_use_config_cache = True  # a failed read raises; no stale snapshot
+    config.load_cache_at_start = False
+    return await NacosConfigService.create_config_service(config)
+
+
+def client_config(options: NacosOptions, root: Path) -> Any:
+    """The SDK's ClientConfig for `options` (address, namespace, auth, TLS, timeouts, logs
+    and cache under `root`); the fleet's naming client is built from it too."""
+    from v2.nacos import ClientConfigBuilder, GRPCConfig, TLSConfig
 
     (root / "cache").mkdir(parents=True, exist_ok=True)
     (root / "log").mkdir(parents=True, exist_ok=True)
@@ -64,10 +75,7 @@ async def _create_service(options: NacosOptions, root: Path) -> Any:
     root_logger = logging.getLogger()
     if _ROOT_FILTER not in root_logger.filters:
         root_logger.addFilter(_ROOT_FILTER)
-    config = builder.build()
-    config.disable_use_config_cache = True  # a failed read raises; no stale snapshot
-    config.load_cache_at_start = False
-    return await NacosConfigService.create_config_service(config)
+    return builder.build()
 
 
 def _kick_listen_loop(service: Any) -> None:

@@ -16,6 +16,7 @@ SMOKE = [
     ("footprint", ["--source", "etcd", "--models", "1,10", "--seconds", "1", "--api", "both"], "idle footprint"),
     ("scale", ["--source", "localdir", "--models", "10", "--publishes", "100"], "burst across many models"),
     ("fanout", ["--daemons", "3"], "fan-out: 3 daemons"),
+    ("fleet", ["--daemons", "3"], "fleet rollout: 3 daemons"),
     ("availability", [], "availability during updates"),
     ("weights", ["--size-mb", "8", "--repeat", "1"], "weights download throughput"),
     ("hostile", ["--repeat", "1"], "hostile documents vs a valid one"),
