@@ -35,6 +35,7 @@ FEATURE_MODELS = {
     "alerts": "watcher.alerts:AlertSettings",
     "tracing": "watcher.observability.tracing_otel:TracingSettings",
     "weights": "watcher.fetchers.options:WeightsOptions",
+    "fleet": "watcher.fleet.settings:FleetSettings",
 }
 
 
