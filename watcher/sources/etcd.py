@@ -140,7 +140,7 @@ class EtcdSource:
             await self.gateway.ping(member)
         except SourceError as exc:
             self.gateway.demote(member)
-            raise SourceUnavailable(f"etcd member {member} stopped answering: {exc}") from exc
+            raise SourceUnavailable(f"etcd unreachable: member {member} stopped answering: {exc}") from exc
 
     # -- publishing ----------------------------------------------------------------------
     async def publish(self, key: str, content: bytes, *, if_revision: str | None = None) -> str:

@@ -94,7 +94,7 @@ class EtcdGateway:
                 continue
             self._current = index
             return result
-        raise SourceUnavailable("no etcd endpoint answered: " + "; ".join(problems))
+        raise SourceUnavailable("etcd unreachable: no endpoint answered: " + "; ".join(problems))
 
     async def _call_authenticated(self, base: str, path: str,
                                   body: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +206,7 @@ class EtcdGateway:
                 return
             finally:
                 await response.aclose()
-        raise SourceUnavailable("no etcd endpoint accepted the watch: " + "; ".join(problems))
+        raise SourceUnavailable("etcd unreachable: no endpoint accepted the watch: " + "; ".join(problems))
 
     async def _results(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
         try:
@@ -222,8 +222,8 @@ class EtcdGateway:
                     raise classify(int(err.get("grpc_code", 0)), str(err.get("message", err)))
                 yield message.get("result", {})
         except _TRANSPORT_ERRORS as exc:
-            raise SourceUnavailable(f"etcd watch stream broke: {type(exc).__name__} {exc}") from exc
-        raise SourceUnavailable(f"etcd watch stream from {self.endpoint} ended")
+            raise SourceUnavailable(f"etcd unreachable: the watch stream broke: {type(exc).__name__} {exc}") from exc
+        raise SourceUnavailable(f"etcd unreachable: the watch stream from {self.endpoint} ended")
 
     async def ping(self, base: str) -> None:
         """One cheap authenticated request to this member only (liveness of a watch)."""

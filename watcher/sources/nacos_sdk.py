@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,35 @@ class _SdkRootRecords(logging.Filter):
 
 
 _ROOT_FILTER = _SdkRootRecords()
+
+
+def _end_streams_on_close() -> None:
+    """Make a closed SDK connection end its bi-stream's request iterator.
+
+    grpc.aio feeds a stream's requests from a task that stops only when a write fails or
+    the call is cancel()ed; the SDK lets a broken stream end by error, then closes the
+    channel, so each outage left that task waiting on the connection's queue until garbage
+    collection destroyed it: two asyncio ERRORs per outage ("Task was destroyed but it is
+    pending", "aclose(): asynchronous generator is already running"). Closing a connection
+    now puts an end marker on its queue and the iterator returns at it.
+    """
+    from v2.nacos.transport.grpc_connection import GrpcConnection
+
+    if getattr(GrpcConnection, "_model_watcher_patched", False):
+        return
+    close = GrpcConnection.close
+
+    async def request_payloads(self: Any) -> AsyncIterator[Any]:
+        while (payload := await self.queue.get()) is not None:
+            yield payload
+
+    async def close_and_end_stream(self: Any) -> None:
+        self.queue.put_nowait(None)
+        await close(self)
+
+    GrpcConnection.request_payloads = request_payloads
+    GrpcConnection.close = close_and_end_stream
+    GrpcConnection._model_watcher_patched = True
 
 
 def _tcp_probe(host: str, port: int, timeout: float) -> None:
@@ -72,6 +102,7 @@ def client_config(options: NacosOptions, root: Path) -> Any:
         builder = builder.tls_config(TLSConfig(
             enabled=True, ca_file=str(tls.ca_file or ""), cert_file=str(tls.cert_file or ""),
             key_file=str(tls.key_file or ""), server_name_override=tls.server_name_override))
+    _end_streams_on_close()
     root_logger = logging.getLogger()
     if _ROOT_FILTER not in root_logger.filters:
         root_logger.addFilter(_ROOT_FILTER)

@@ -112,7 +112,7 @@ async def test_snapshot_with_nothing_reachable_raises(make_source: type[EtcdSour
 
     source = make_source(endpoints=[f"http://127.0.0.1:{free_port()}"])
     try:
-        with pytest.raises(SourceUnavailable, match="no etcd endpoint answered"):
+        with pytest.raises(SourceUnavailable, match="etcd unreachable: no endpoint answered"):
             await source.snapshot()
     finally:
         await source.aclose()

@@ -135,7 +135,10 @@ def test_max_unavailable_on_nacos(nacos_fleet: Fleet, nacos_server: NacosServer)
         stop.set()
         watcher.join(5)
     assert max(len(s) for s in seen) == 2, [s for s in seen if s][:20]
-    assert set().union(*seen) == set(f.members)
+    # a 50 ms poll of the instance list can miss a short slot, so that every member went
+    # through a restart is read from its own history, not from the samples
+    for m, rows in f.applied_rows("demo", revision).items():
+        assert len(rows) == 1 and rows[0]["plan"].startswith("restart"), (m, rows)
 
 
 def test_nacos_restarted_mid_rollout_resumes_and_applies_once(
