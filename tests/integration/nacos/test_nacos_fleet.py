@@ -105,6 +105,8 @@ def test_a_failing_revision_aborts_in_the_first_step(nacos_fleet: Fleet) -> None
 
 def test_max_unavailable_on_nacos(nacos_fleet: Fleet, nacos_server: NacosServer) -> None:
     f = nacos_fleet
+    base = f.publish(doc(version="v1.2.5"))  # every member running, so the rollout restarts
+    f.wait_all_applied(base, timeout=120)
     group = str(f.fleet_options["group"])
     seen: list[set[str]] = []
     stop = threading.Event()
