@@ -9,6 +9,7 @@ once, also across restarts. Everything else it hands on:
     Scheduler  per-model queue, quiet window, one worker per model, max_parallel
     Pipeline   parse ▸ policy ▸ verify ▸ plan ▸ execute ▸ commit, to one Outcome
     Actions    operator rollback / restart
+    Prefetcher the remote weights of a revision the admission keeps waiting, staged meanwhile
     Recorder   the one place outcomes are written, logged and published
     recovery   intents and unfinished rows left by a kill
 
@@ -30,6 +31,7 @@ from watcher.core.gates import Gates
 from watcher.core.health import GateResult
 from watcher.core.outcome import Outcome, Verdict
 from watcher.core.pipeline import Pipeline
+from watcher.core.prefetch import Prefetcher
 from watcher.core.recorder import Recorder
 from watcher.core.recovery import recover
 from watcher.core.scheduler import Scheduler
@@ -64,6 +66,7 @@ class Reconciler:
         self._reconciled = False
         self._source_up: bool | None = None
         self._requests = TaskSet("operator requests")
+        self.prefetch = Prefetcher(settings, state, executor)
         #: Set by the daemon: asks the source session for a fresh snapshot.
         self.resync: Callable[[], None] | None = None
         executor.on_health = self._on_health
@@ -80,6 +83,7 @@ class Reconciler:
 
     async def drain(self, grace: float) -> None:
         self.gates.bind(None)
+        await self.prefetch.aclose()
         await self.scheduler.drain(grace)
         await self._requests.cancel_all()
 
@@ -131,6 +135,7 @@ class Reconciler:
         decision = self.gates.admission.check(change) if not change.deleted else None
         if decision is not None and decision.verdict == "wait":
             self._deferred[change.key] = change  # not handled: asked again on recheck/restart
+            self.prefetch.want(change)  # its remote weights staged meanwhile
             return False
         if decision is not None and decision.verdict == "refuse":
             self._refuse(change, decision.reason)

@@ -44,6 +44,9 @@ class WeightsOptions(_Strict):
     #: Fetch remote weights into the local cache before an apply; off = remote URIs go to
     #: the server as published (and a digest on them is refused, see docs/trust.md).
     stage: bool = True
+    #: Stage the weights of a revision that waits for its admission (a fleet member whose
+    #: rollout step has not come yet), so that its step is a cache hit (core/prefetch.py).
+    prefetch: bool = True
     schemes: tuple[Scheme, ...] = ALL_SCHEMES
     cache_dir: Path | None = Field(None, description="default: STATE_DIR/blobs")
     quota: ByteSize = Field(ByteSize(0), description="cache size limit, e.g. '50GiB'; 0 = none")

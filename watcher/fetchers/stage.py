@@ -64,6 +64,15 @@ class Stager:
     def handles(self, uri: str) -> bool:
         return self.options.stage and scheme_of(uri) in self.options.schemes
 
+    def remote(self, spec: ModelSpec) -> bool:
+        """Whether `spec` has weights this stager fetches (model or an adapter)."""
+        return any(self.handles(uri) for _, uri, _ in _uris(spec))
+
+    @property
+    def prefetches(self) -> bool:
+        """Whether a revision waiting for its admission has its weights staged meanwhile."""
+        return self.options.stage and self.options.prefetch
+
     def fetcher(self, uri: str) -> Fetcher:
         scheme = scheme_of(uri)
         if scheme not in self._fetchers:

@@ -34,11 +34,13 @@ def member_id(i: int) -> str:
 
 class Fleet:
     def __init__(self, root: Path, source: dict[str, Any], n: int, *, ttl: float = 3.0,
-                 runtime: bool = True, labels: Any = None, fleet: dict[str, Any] | None = None) -> None:
+                 runtime: bool = True, labels: Any = None, fleet: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
         self.root = root
         self.source = source
         self.fleet_options = dict(fleet or {})
         self.ttl = ttl
+        self.extra = dict(extra or {})  # more daemon settings, the same for every member
         self.runtime = runtime
         self.labels = labels or (lambda i: {"zone": "a" if i % 2 == 0 else "b"})
         self.servers: dict[str, ModelServer] = {}
@@ -69,7 +71,7 @@ class Fleet:
                     "reconcile": {"wait_min": 0.02, "wait_max": 0.2, "shutdown_grace": 10.0},
                     "fleet": {"enabled": True, "member_id": mid, "labels": self.labels(i),
                               "ttl": self.ttl, "probe_interval": 0.5, **self.fleet_options},
-                    **server.settings()}
+                    **server.settings(), **self.extra}
         if not self.runtime:
             settings.pop("runtime")
         daemon = DaemonHarness(self.root / f"daemon-{mid}", settings)
