@@ -41,8 +41,9 @@ def doc(version: str) -> bytes:
     return f"name: m\nversion: {version}\nmodel: {{uri: 'file:///w', parameters: {{v: '{version}'}}}}\n".encode()
 
 
-async def make(tmp_path: Path, gates: Gates) -> tuple[Reconciler, FakeTarget, list[Outcome]]:
-    settings = Settings(state_dir=tmp_path, reconcile={"wait_min": 0.0, "wait_max": 0.0})  # type: ignore[arg-type]
+async def make(tmp_path: Path, gates: Gates,
+               settings: Settings | None = None) -> tuple[Reconciler, FakeTarget, list[Outcome]]:
+    settings = settings or Settings(state_dir=tmp_path, reconcile={"wait_min": 0.0, "wait_max": 0.0})
     target = FakeTarget(FakeServer())
     bus = EventBus()
     outcomes: list[Outcome] = []

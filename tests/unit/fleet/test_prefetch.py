@@ -16,14 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.fleet import test_core_seams as seams
 from tests.unit.fleet.test_core_seams import Scripted, rows
-from watcher.core.events import EventBus
-from watcher.core.executor import Executor
 from watcher.core.gates import Decision, Gates
 from watcher.core.outcome import Outcome
 from watcher.core.reconciler import Reconciler
-from watcher.core.state import State
-from watcher.fakes.servers import FakeServer, FakeTarget, ScriptedProber
+from watcher.fakes.servers import FakeTarget
 from watcher.settings import Settings
 from watcher.sources.base import Change
 
@@ -68,19 +66,10 @@ def doc(version: str, uri: str, digest: str) -> bytes:
 
 async def make(tmp_path: Path, gates: Gates, *,
                prefetch: bool = True) -> tuple[Reconciler, FakeTarget, list[Outcome]]:
-    settings = Settings(state_dir=tmp_path / "state",
-                        reconcile={"wait_min": 0.0, "wait_max": 0.0},
-                        policy={"uri_schemes": ["file", "http"]},
-                        weights={"attempts": 1, "backoff_initial": 0.05, "prefetch": prefetch})
-    target = FakeTarget(FakeServer())
-    bus = EventBus()
-    outcomes: list[Outcome] = []
-    bus.subscribe(lambda m: outcomes.append(m) if isinstance(m, Outcome) else None)
-    rec = Reconciler(settings, State(tmp_path / "s.db"), bus,
-                     Executor(settings, target, None, prober=ScriptedProber()), source_name="test",
-                     gates=gates)
-    await rec.start()
-    return rec, target, outcomes
+    return await seams.make(tmp_path, gates, Settings(
+        state_dir=tmp_path / "state", reconcile={"wait_min": 0.0, "wait_max": 0.0},
+        policy={"uri_schemes": ["file", "http"]},
+        weights={"attempts": 1, "backoff_initial": 0.05, "prefetch": prefetch}))
 
 
 async def prefetched(rec: Reconciler) -> None:
