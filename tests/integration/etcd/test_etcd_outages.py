@@ -52,10 +52,14 @@ async def test_kill_and_restart_same_data_dir(tmp_path: Path, make_source: type[
             no_duplicates(w.sink.revisions())
             assert len(w.sink.snapshots) == 1, "a resume must not need a re-read"
             assert [up for up, _ in w.sink.edges] == [True, False, True]
-        # the outage is logged once (the edge), each retry only at DEBUG
-        edges = [r for r in caplog.records
-                 if r.levelno >= logging.INFO and "unreachable" in r.getMessage()]
-        assert len(edges) == 1, [r.getMessage() for r in edges]
+        # the outage is logged once (the edge, a WARNING); before it at most the one
+        # immediate reconnect (INFO), after it each retry only at DEBUG
+        loud = [r for r in caplog.records
+                if r.levelno >= logging.INFO and "unreachable" in r.getMessage()]
+        edges = [r for r in loud if r.levelno >= logging.WARNING]
+        assert len(edges) == 1, [r.getMessage() for r in loud]
+        assert all("reconnecting at once" in r.getMessage() for r in loud if r not in edges)
+        assert len(loud) <= 2, [r.getMessage() for r in loud]
         retries = [r for r in caplog.records if "still unreachable" in r.getMessage()]
         assert retries and all(r.levelno == logging.DEBUG for r in retries)
     finally:
