@@ -41,6 +41,7 @@ def test_github_workflow_releases_through_nacos(nacos: NacosServer, group: str, 
         "vars.MW_NACOS_ADDRESSES": json.dumps([nacos.address]),
         "vars.MW_TRUSTED_KEYS": json.dumps([pub.read_text().strip()]),
         "vars.MW_STATUS_URLS": f"http://127.0.0.1:{api}/status",
+        "vars.MW_ROLLOUT": "",  # every host at once (the fleet variant: test_pipelines.py)
     }
     overrides = {"MODEL_STORE": str(store), "RUNNER_TEMP": str(runner_temp),
                  "MODEL_WATCHER_SOURCE__GROUP": group,
