@@ -123,3 +123,26 @@ def test_unreadable_tls_files_are_a_settings_error(tmp_path: Path) -> None:
         NacosSource.create({"tls": {"ca_file": str(tmp_path / "missing-ca.pem"),
                                     "cert_file": "/c.pem", "key_file": "/k.pem"}}, ctx(tmp_path))
     assert "source.tls" in err.value.reason
+
+
+async def test_a_closed_sdk_connection_ends_its_bi_stream_request_iterator(tmp_path: Path) -> None:
+    """grpc.aio feeds a bi-stream from the SDK's `request_payloads()` until it ends; the SDK's
+    own never ends, so each outage left a task pending until GC (two asyncio ERRORs). The
+    patch applied with the SDK's config (nacos_sdk.client_config) ends it at close()."""
+    import asyncio
+
+    from v2.nacos.transport.grpc_connection import GrpcConnection
+
+    from watcher.sources.nacos_sdk import client_config
+
+    client_config(NacosOptions(server_addresses=["127.0.0.1:1"]), tmp_path)
+    conn = GrpcConnection(None, "c1", None, None, None)
+    payloads = conn.request_payloads()
+    await conn.send_bi_request("p1")
+    assert await asyncio.wait_for(payloads.__anext__(), 1) == "p1"
+    waiting = asyncio.ensure_future(payloads.__anext__())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    await conn.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(waiting, 1)
