@@ -25,15 +25,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from watcher.core.errors import ApplyError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from watcher.core.errors import ApplyError, SourceUnavailable
 from watcher.core.gates import ADMIT, Decision
 from watcher.fleet.backend import FleetBackend
 from watcher.fleet.settings import FleetSettings
 from watcher.fleet.view import RolloutView
 from watcher.sources.base import Change
+
+log = logging.getLogger("watcher.fleet.gates")
 
 
 def _wait(reason: str) -> Decision:
@@ -129,7 +134,8 @@ class FleetSlots:
             return
         self.member.busy(model, "queued")  # waiting for a restart slot
         try:
-            async with self.backend.slot(model, limit):
+            async with contextlib.AsyncExitStack() as stack:
+                await self._take(stack, model, limit)
                 self._refuse_if_aborted(model, revision)
                 # The report says `restarting` from after the slot is taken until before it
                 # is given back: the reports bracket the real restart, so they can never
@@ -143,6 +149,27 @@ class FleetSlots:
                     await self.member.flush()
         finally:
             self.member.busy(model, None)
+
+    async def _take(self, stack: contextlib.AsyncExitStack, model: str, limit: int) -> None:
+        """Take a slot; while the center is unreachable, wait for it as for a full set.
+
+        The semaphore lives in the center, so an outage (a Nacos restart, an etcd election)
+        is a reason to wait, not to fail the apply: a failed apply counts against the
+        rollout's abort conditions and would abort it for the center's sake. The pipeline's
+        deadline still bounds the whole apply."""
+        def waiting(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            if state.attempt_number == 1:
+                log.info("%s: the config center is unreachable while taking a restart slot "
+                         "(%s); waiting for it", model, getattr(exc, "reason", exc),
+                         extra={"model": model})
+
+        retrying = AsyncRetrying(retry=retry_if_exception_type(SourceUnavailable),
+                                 wait=wait_exponential_jitter(multiplier=0.5, max=5.0),
+                                 before_sleep=waiting, reraise=True)
+        async for attempt in retrying:
+            with attempt:
+                await stack.enter_async_context(self.backend.slot(model, limit))
 
     def _refuse_if_aborted(self, model: str, revision: str) -> None:
         """A member that waited for its slot while the rollout was aborted must not restart

@@ -59,7 +59,10 @@ def wait_phase(f: Fleet, ok: Any, what: str, timeout: float = 90) -> dict[str, A
     def check() -> dict[str, Any] | None:
         r = record(f)
         return r if r is not None and ok(r) else None
-    found = wait_until(check, timeout, what, interval=0.5)
+    try:
+        found = wait_until(check, timeout, what, interval=0.5)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}\nrecord: {json.dumps(record(f))[:3000]}") from None
     assert isinstance(found, dict)
     return found
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from watcher.core.errors import ApplyError, SettingsError
+from watcher.core.errors import ApplyError, SettingsError, SourceUnavailable
 from watcher.core.gates import Decision
 from watcher.fleet.backend import Stored
 from watcher.fleet.gates import FleetAdmission, FleetSlots
@@ -125,11 +125,16 @@ def test_an_older_record_never_replaces_a_newer_one() -> None:
 
 
 class Backend:
-    def __init__(self) -> None:
+    def __init__(self, down: int = 0) -> None:
         self.calls: list[str] = []
+        self.down = down  # how many takes find the center unreachable
 
     @contextlib.asynccontextmanager
     async def slot(self, name: str, limit: int) -> AsyncIterator[None]:
+        if self.down:
+            self.down -= 1
+            self.calls.append("unreachable")
+            raise SourceUnavailable("Nacos unreachable at 127.0.0.1:8848 while reading")
         self.calls.append(f"take {name} {limit}")
         yield
         self.calls.append(f"give {name}")
@@ -166,6 +171,18 @@ async def test_restart_slots_take_the_rollout_limit_and_bracket_the_report() -> 
             pass
     async with slots.slot("demo", "41"):  # the rollback after the abort restarts freely
         pass
+
+
+async def test_a_center_outage_while_taking_a_slot_is_waited_out_not_a_failed_apply() -> None:
+    backend = Backend(down=2)
+    view = RolloutView()
+    view.replace_all({"demo": Stored(rec(), "1")})
+    slots = FleetSlots(FleetSettings(enabled=True), view, backend, Busy(backend.calls))  # type: ignore[arg-type]
+    async with slots.slot("demo", "42"):
+        backend.calls.append("RESTART")
+    assert backend.calls == ["state queued", "unreachable", "unreachable", "take demo 3",
+                             "state restarting", "flush", "RESTART", "state applying", "flush",
+                             "give demo", "state None"]
 
 
 def test_the_report_stays_within_a_size_limit_keeping_rolling_models_first() -> None:
